@@ -1,0 +1,149 @@
+"""`RewardModel`: load once, score conversations and pairs through the one scoring path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rewardkit.data.conversation import Conversation, Message, PreferencePair
+from rewardkit.engine.engine import ProgressFn, ScoringEngine
+from rewardkit.errors import InputError
+from rewardkit.models.loading import (
+    ScoringSpec,
+    Truncation,
+    default_max_length,
+    dtype_name,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    template_hash,
+)
+from rewardkit.models.templating import ChatTokenizer, Encoded
+
+ConversationLike = Conversation | Sequence[Mapping[str, Any] | Message]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    """A reward with how its input was tokenized."""
+
+    reward: float
+    num_tokens: int
+    truncated_turns: int = 0
+    truncated_tokens: int = 0
+
+
+def sigmoid(x: float) -> float:
+    """σ(x), stable for large |x|."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class RewardModel:
+    """A scalar reward model ready to score.
+
+    Example:
+        >>> rm = RewardModel.load("nvidia/Qwen-2.5-Nemotron-32B-Reward")  # doctest: +SKIP
+        >>> rm.score([[{"role": "user", "content": "What is 1+1?"},
+        ...            {"role": "assistant", "content": "1+1=2"}]])  # doctest: +SKIP
+    """
+
+    def __init__(self, *, model: torch.nn.Module, chat: ChatTokenizer, engine: ScoringEngine, spec: ScoringSpec):
+        self.model = model
+        self.chat = chat
+        self.engine = engine
+        self.spec = spec
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.chat.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        *,
+        revision: str | None = None,
+        device: str | None = "auto",
+        dtype: str | None = "auto",
+        head_dtype: str | None = None,
+        max_length: int | None = None,
+        truncation: Truncation = "error",
+        chat_template: str | Path | None = None,
+        output_index: int | None = None,
+        trust_remote_code: bool = False,
+        token_budget: int | None = None,
+    ) -> RewardModel:
+        """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`."""
+        name = str(model)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev)
+        tok, template = load_tokenizer(
+            name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
+        )
+        net, out_idx = load_model(
+            name, revision=revision, device=dev, dtype=dt, trust_remote_code=trust_remote_code,
+            output_index=output_index,
+        )
+        limit = max_length or default_max_length(net.config, tok)
+        engine = ScoringEngine(net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt)
+        spec = ScoringSpec(
+            model=name,
+            revision=revision,
+            chat_template_sha256=template_hash(template),
+            max_length=limit,
+            truncation=truncation,
+            dtype=dtype_name(dt),
+            head_dtype=dtype_name(engine.head_dtype),
+            output_index=out_idx,
+        )
+        chat = ChatTokenizer(tok, max_length=limit, truncation=truncation)
+        return cls(model=net, chat=chat, engine=engine, spec=spec)
+
+    def encode(self, conversations: Sequence[ConversationLike]) -> list[Encoded | InputError]:
+        """Tokenizes (and truncates) with the model's template; errors are returned per item."""
+        convs = []
+        for i, c in enumerate(conversations):
+            try:
+                convs.append(Conversation.of(c))
+            except InputError as e:
+                raise InputError(e.message, field=f"[{i}].{e.field}" if e.field else f"[{i}]") from e
+        return self.chat.encode(convs)
+
+    def score_encoded(self, encoded: Sequence[Encoded], *, progress: ProgressFn | None = None) -> list[Scored]:
+        rewards = self.engine.score_ids([e.ids for e in encoded], progress=progress)
+        return [
+            Scored(reward=r, num_tokens=len(e.ids), truncated_turns=e.truncated_turns,
+                   truncated_tokens=e.truncated_tokens)
+            for r, e in zip(rewards, encoded, strict=True)
+        ]
+
+    def score(self, conversations: Sequence[ConversationLike]) -> list[float]:
+        """One reward per conversation (last message = the assistant response judged).
+
+        Raises:
+            InputError: a conversation is malformed or too long for the length policy.
+        """
+        encoded = self.encode(conversations)
+        for i, e in enumerate(encoded):
+            if isinstance(e, InputError):
+                raise InputError(e.message, field=f"[{i}].{e.field}" if e.field else f"[{i}]")
+        return [s.reward for s in self.score_encoded(encoded)]  # type: ignore[arg-type]
+
+    def score_pairs(self, pairs: Sequence[PreferencePair]) -> list[tuple[float, float]]:
+        """(reward of ``first``, reward of ``second``) per pair."""
+        flat = self.score([c for p in pairs for c in p.conversations()])
+        return list(zip(flat[0::2], flat[1::2], strict=True))

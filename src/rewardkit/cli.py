@@ -1,0 +1,184 @@
+"""``rewardkit`` command line: thin wrappers that build options and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from rewardkit.errors import RewardkitError
+
+log = logging.getLogger("rewardkit")
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Options shared by every command that loads a reward model."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", required=required, help="HF model id or local directory")
+    g.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float32")
+    g.add_argument("--head-dtype", default=None, help="dtype of the reward head (default: the model's)")
+    g.add_argument("--max-length", type=int, default=None, help="longest conversation in tokens")
+    g.add_argument("--truncation", choices=["error", "left"], default="error",
+                   help="over-long conversations: fail the record, or drop the oldest context")
+    g.add_argument("--chat-template", default=None, help="Jinja chat template file to use instead")
+    g.add_argument("--output-index", type=int, default=None, help="head output to use as reward")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    g.add_argument("--token-budget", type=int, default=None,
+                   help="tokens per packed batch (default: sized from free GPU memory)")
+
+
+def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported lazily (fast --help)
+    from rewardkit.api import RewardModel
+
+    return RewardModel.load(
+        args.model, revision=args.revision, device=args.device, dtype=args.dtype,
+        head_dtype=args.head_dtype, max_length=args.max_length, truncation=args.truncation,
+        chat_template=args.chat_template, output_index=args.output_index,
+        trust_remote_code=args.trust_remote_code, token_budget=args.token_budget,
+    )
+
+
+def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], Command]], None]:
+    """Registers a subcommand: the decorated function adds its arguments and returns its runner."""
+
+    def register(build: Callable[[argparse.ArgumentParser], Command]) -> None:
+        _BUILDERS.append((name, help, build))
+
+    return register
+
+
+_BUILDERS: list[tuple[str, str, Callable[[argparse.ArgumentParser], Command]]] = []
+
+
+@command("score", "score conversations or preference pairs (JSONL/Parquet in, JSONL out)")
+def _score(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("input", nargs="?", help="JSONL (.gz) or Parquet file, or - for stdin")
+    p.add_argument("-o", "--output", default="-", help="JSONL output (default: stdout); resumable")
+    p.add_argument("--prompt", help="score one prompt instead of a file")
+    p.add_argument("--response", action="append", help="response to --prompt (repeatable)")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="invalid records: fail before scoring anything, or skip and list them")
+    p.add_argument("--error-file", default=None, help="where skipped records are listed")
+    p.add_argument("--overwrite", action="store_true", help="start the output afresh")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_args(p)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.prompt is not None or args.response:
+            if args.input or not (args.prompt and args.response):
+                raise RewardkitError("use either INPUT, or --prompt with one or more --response")
+            return _score_one(args)
+        if not args.input:
+            raise RewardkitError("missing INPUT (a JSONL/Parquet file or -), or --prompt/--response")
+        return _score_file(args)
+
+    return run
+
+
+def _score_one(args: argparse.Namespace) -> int:
+    from rewardkit.data.conversation import Conversation
+
+    rm = load_reward_model(args)
+    convs = [Conversation.from_prompt(args.prompt, r) for r in args.response]
+    for resp, reward in zip(args.response, rm.score(convs), strict=True):
+        print(json.dumps({"prompt": args.prompt, "response": resp, "reward": reward}, ensure_ascii=False))
+    return 0
+
+
+def _score_file(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rewardkit.scoring import score_file
+
+    rm = load_reward_model(args)
+    s = rm.spec
+    print(f"rewardkit score: model={s.model} device={rm.device} dtype={s.dtype} "
+          f"template={s.chat_template_sha256} max_length={s.max_length} truncation={s.truncation}",
+          file=sys.stderr)
+    bar = None
+
+    def on_start(total: int, done: int) -> None:
+        nonlocal bar
+        if done:
+            print(f"resuming: {done} rows already in {args.output}", file=sys.stderr)
+        bar = tqdm(total=total, unit="conv", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(n: int, tokens: int) -> None:
+        assert bar is not None
+        bar.update(n)
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        progress.tokens += tokens  # type: ignore[attr-defined]
+        bar.set_postfix_str(f"{progress.tokens / elapsed:,.0f} tok/s")  # type: ignore[attr-defined]
+
+    progress.tokens = 0  # type: ignore[attr-defined]
+    try:
+        summary = score_file(rm, args.input, args.output, on_error=args.on_error, error_file=args.error_file,
+                             overwrite=args.overwrite, progress=progress, on_start=on_start)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"scored {summary.rows} rows ({summary.tokens:,} tokens), {summary.resumed} resumed, "
+          f"{summary.skipped} skipped", file=sys.stderr)
+    return 0
+
+
+@command("init-tiny", "write a tiny random reward model (offline; for smoke tests)")
+def _init_tiny(p: argparse.ArgumentParser) -> Command:
+    p.add_argument("directory")
+    p.add_argument("--arch", choices=["qwen2", "llama"], default="qwen2")
+    p.add_argument("--seed", type=int, default=0)
+
+    def run(args: argparse.Namespace) -> int:
+        from rewardkit.models.tiny import save_tiny_reward_model
+
+        print(save_tiny_reward_model(args.directory, arch=args.arch, seed=args.seed))
+        return 0
+
+    return run
+
+
+# Subcommands defined next to the code they drive; each module registers with @command.
+SUBCOMMAND_MODULES = ("rewardkit.server.command", "rewardkit.eval.command", "rewardkit.train.command")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    import importlib.util
+
+    for mod in SUBCOMMAND_MODULES:
+        if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
+            importlib.import_module(mod)
+    parser = argparse.ArgumentParser(prog="rewardkit", description="Score, serve, train and evaluate reward models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    runners: dict[str, Command] = {}
+    for name, help_, build in _BUILDERS:
+        runners[name] = build(sub.add_parser(name, help=help_, description=help_))
+    return parser, runners
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, runners = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return runners[args.command](args)
+    except RewardkitError as e:
+        print(f"rewardkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rewardkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

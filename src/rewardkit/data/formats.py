@@ -1,0 +1,130 @@
+"""Record shapes rewardkit reads, each turned into a `Conversation` or a `PreferencePair`.
+
+Supported (one JSON object per JSONL line, or one Parquet row):
+
+- ``{"messages": [{"role", "content"}, ...], "id"?}`` — OpenAI style, last message scored;
+- ``{"prompt": str | messages, "response": str | messages}``;
+- ``{"prompt"?: str | messages, "chosen": str | messages, "rejected": str | messages}`` — TRL /
+  OpenRLHF pairs (without ``prompt``, ``chosen`` and ``rejected`` are whole conversations);
+- ``{"context": [turns], "response1": str, "response2": str, "overall_preference": -3..3}`` —
+  HelpSteer3 preference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from rewardkit.data.conversation import (
+    Conversation,
+    Message,
+    PreferencePair,
+    check_turns,
+    parse_messages,
+)
+from rewardkit.errors import InputError
+
+RecordKind = Literal["conversation", "pair"]
+Record = Conversation | PreferencePair
+
+SHAPES = (
+    '{"messages": [...]}, {"prompt", "response"}, {"prompt", "chosen", "rejected"} or HelpSteer3 '
+    '{"context", "response1", "response2", "overall_preference"}'
+)
+
+
+def record_kind(obj: Mapping[str, Any]) -> RecordKind:
+    """Which shape a raw record has; raises InputError naming the keys it found."""
+    if "messages" in obj or "response" in obj:
+        return "conversation"
+    if ("chosen" in obj and "rejected" in obj) or ("response1" in obj and "response2" in obj):
+        return "pair"
+    raise InputError(f"unrecognised record with keys {sorted(obj)}; expected one of {SHAPES}")
+
+
+def _record_id(obj: Mapping[str, Any]) -> str | None:
+    rid = obj.get("id")
+    if rid is None:
+        return None
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise InputError(f"id must be a string or integer, got {type(rid).__name__}", field="id")
+    return str(rid)
+
+
+def _prompt(obj: Any, path: str) -> tuple[Message, ...]:
+    """A prompt given as a string (one user turn) or as a list of messages."""
+    if isinstance(obj, str):
+        if not obj.strip():
+            raise InputError("prompt is empty", field=path)
+        return (Message(role="user", content=obj),)
+    msgs = parse_messages(obj, path)
+    check_turns(msgs, path, final=None)
+    if msgs[-1].role == "assistant":
+        raise InputError("the prompt must end with a user turn, got 'assistant'", field=path)
+    return msgs
+
+
+def _response(obj: Any, path: str) -> tuple[Message, ...]:
+    """A response given as a string (one assistant turn) or as a list of messages."""
+    if isinstance(obj, str):
+        if not obj.strip():
+            raise InputError("response is empty", field=path)
+        return (Message(role="assistant", content=obj),)
+    if obj is None:
+        raise InputError("missing; expected a string or a list of messages", field=path)
+    return parse_messages(obj, path)
+
+
+def _conversation(messages: tuple[Message, ...], path: str, rid: str | None) -> Conversation:
+    check_turns(messages, path)
+    return Conversation(messages, id=rid)
+
+
+def parse_conversation(obj: Mapping[str, Any]) -> Conversation:
+    rid = _record_id(obj)
+    if "messages" in obj:
+        return _conversation(parse_messages(obj["messages"], "messages"), "messages", rid)
+    if "prompt" not in obj:
+        raise InputError("missing; a 'response' record needs a 'prompt'", field="prompt")
+    prompt = _prompt(obj["prompt"], "prompt")
+    return _conversation(prompt + _response(obj["response"], "response"), "response", rid)
+
+
+def _preference(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(
+            f"expected a number from -3 to 3, got {type(value).__name__}",
+            field="overall_preference",
+        )
+    if not -3 <= value <= 3:
+        raise InputError(f"expected a number from -3 to 3, got {value}", field="overall_preference")
+    return float(value)
+
+
+def parse_pair(obj: Mapping[str, Any]) -> PreferencePair:
+    rid = _record_id(obj)
+    if "response1" in obj:
+        if "context" not in obj:
+            raise InputError("missing; HelpSteer3 records need 'context'", field="context")
+        context = _prompt(obj["context"], "context")
+        if "overall_preference" not in obj:
+            raise InputError("missing; expected a number from -3 to 3", field="overall_preference")
+        first, second = _response(obj["response1"], "response1"), _response(obj["response2"], "response2")
+        names, pref, style = ("response1", "response2"), _preference(obj["overall_preference"]), "helpsteer"
+        extra = {k: v for k, v in obj.items() if k in ("domain", "language")}
+    else:
+        context = _prompt(obj["prompt"], "prompt") if obj.get("prompt") is not None else ()
+        first, second = _response(obj["chosen"], "chosen"), _response(obj["rejected"], "rejected")
+        names, pref, style, extra = ("chosen", "rejected"), -1.0, "chosen_rejected", {}
+    for name, resp in zip(names, (first, second), strict=True):
+        check_turns(context + resp, name)
+    return PreferencePair(
+        context=context, first=first, second=second, preference=pref, style=style, id=rid, extra=extra
+    )
+
+
+def parse_record(obj: Any) -> Record:
+    """Turns one raw record (a decoded JSON object) into a Conversation or PreferencePair."""
+    if not isinstance(obj, Mapping):
+        raise InputError(f"expected a JSON object, got {type(obj).__name__}")
+    return parse_conversation(obj) if record_kind(obj) == "conversation" else parse_pair(obj)

@@ -1,0 +1,52 @@
+"""The model card's scoring procedure, one conversation per forward: the oracle every fast path is
+tested against. Deliberately plain; not used on any hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rewardkit.data.conversation import Conversation
+
+
+@contextmanager
+def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Temporarily switches the attention function HF modeling code dispatches to."""
+    config = model.config
+    old = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
+
+
+@torch.inference_mode()
+def reference_scores(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Conversation],
+    *,
+    output_index: int = 0,
+) -> list[float]:
+    """``model(**apply_chat_template(messages)).logits[0][output_index].item()`` per conversation."""
+    device = next(model.parameters()).device
+    out = []
+    with attention_implementation(model, "sdpa"):
+        for conv in conversations:
+            ids = tokenizer.apply_chat_template(
+                conv.to_dicts(),
+                tokenize=True,
+                add_generation_prompt=False,
+                return_dict=True,
+                return_tensors="pt",
+            )
+            logits = model(
+                ids["input_ids"].to(device), attention_mask=ids["attention_mask"].to(device)
+            ).logits
+            out.append(logits[0][output_index].item())
+    return out
