@@ -56,7 +56,9 @@ class RewardModel:
         ...            {"role": "assistant", "content": "1+1=2"}]])  # doctest: +SKIP
     """
 
-    def __init__(self, *, model: torch.nn.Module, chat: ChatTokenizer, engine: ScoringEngine, spec: ScoringSpec):
+    def __init__(
+        self, *, model: torch.nn.Module, chat: ChatTokenizer, engine: ScoringEngine, spec: ScoringSpec
+    ):
         self.model = model
         self.chat = chat
         self.engine = engine
@@ -95,7 +97,11 @@ class RewardModel:
             name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
         )
         net, out_idx = load_model(
-            name, revision=revision, device=dev, dtype=dt, trust_remote_code=trust_remote_code,
+            name,
+            revision=revision,
+            device=dev,
+            dtype=dt,
+            trust_remote_code=trust_remote_code,
             output_index=output_index,
         )
         limit = max_length or default_max_length(net.config, tok)
@@ -123,11 +129,17 @@ class RewardModel:
                 raise InputError(e.message, field=f"[{i}].{e.field}" if e.field else f"[{i}]") from e
         return self.chat.encode(convs)
 
-    def score_encoded(self, encoded: Sequence[Encoded], *, progress: ProgressFn | None = None) -> list[Scored]:
+    def score_encoded(
+        self, encoded: Sequence[Encoded], *, progress: ProgressFn | None = None
+    ) -> list[Scored]:
         rewards = self.engine.score_ids([e.ids for e in encoded], progress=progress)
         return [
-            Scored(reward=r, num_tokens=len(e.ids), truncated_turns=e.truncated_turns,
-                   truncated_tokens=e.truncated_tokens)
+            Scored(
+                reward=r,
+                num_tokens=len(e.ids),
+                truncated_turns=e.truncated_turns,
+                truncated_tokens=e.truncated_tokens,
+            )
             for r, e in zip(rewards, encoded, strict=True)
         ]
 

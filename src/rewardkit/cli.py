@@ -25,23 +25,38 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float32")
     g.add_argument("--head-dtype", default=None, help="dtype of the reward head (default: the model's)")
     g.add_argument("--max-length", type=int, default=None, help="longest conversation in tokens")
-    g.add_argument("--truncation", choices=["error", "left"], default="error",
-                   help="over-long conversations: fail the record, or drop the oldest context")
+    g.add_argument(
+        "--truncation",
+        choices=["error", "left"],
+        default="error",
+        help="over-long conversations: fail the record, or drop the oldest context",
+    )
     g.add_argument("--chat-template", default=None, help="Jinja chat template file to use instead")
     g.add_argument("--output-index", type=int, default=None, help="head output to use as reward")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
-    g.add_argument("--token-budget", type=int, default=None,
-                   help="tokens per packed batch (default: sized from free GPU memory)")
+    g.add_argument(
+        "--token-budget",
+        type=int,
+        default=None,
+        help="tokens per packed batch (default: sized from free GPU memory)",
+    )
 
 
 def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported lazily (fast --help)
     from rewardkit.api import RewardModel
 
     return RewardModel.load(
-        args.model, revision=args.revision, device=args.device, dtype=args.dtype,
-        head_dtype=args.head_dtype, max_length=args.max_length, truncation=args.truncation,
-        chat_template=args.chat_template, output_index=args.output_index,
-        trust_remote_code=args.trust_remote_code, token_budget=args.token_budget,
+        args.model,
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        head_dtype=args.head_dtype,
+        max_length=args.max_length,
+        truncation=args.truncation,
+        chat_template=args.chat_template,
+        output_index=args.output_index,
+        trust_remote_code=args.trust_remote_code,
+        token_budget=args.token_budget,
     )
 
 
@@ -63,8 +78,12 @@ def _score(p: argparse.ArgumentParser) -> Command:
     p.add_argument("-o", "--output", default="-", help="JSONL output (default: stdout); resumable")
     p.add_argument("--prompt", help="score one prompt instead of a file")
     p.add_argument("--response", action="append", help="response to --prompt (repeatable)")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="invalid records: fail before scoring anything, or skip and list them")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="invalid records: fail before scoring anything, or skip and list them",
+    )
     p.add_argument("--error-file", default=None, help="where skipped records are listed")
     p.add_argument("--overwrite", action="store_true", help="start the output afresh")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -99,9 +118,11 @@ def _score_file(args: argparse.Namespace) -> int:
 
     rm = load_reward_model(args)
     s = rm.spec
-    print(f"rewardkit score: model={s.model} device={rm.device} dtype={s.dtype} "
-          f"template={s.chat_template_sha256} max_length={s.max_length} truncation={s.truncation}",
-          file=sys.stderr)
+    print(
+        f"rewardkit score: model={s.model} device={rm.device} dtype={s.dtype} "
+        f"template={s.chat_template_sha256} max_length={s.max_length} truncation={s.truncation}",
+        file=sys.stderr,
+    )
     bar = None
 
     def on_start(total: int, done: int) -> None:
@@ -119,13 +140,24 @@ def _score_file(args: argparse.Namespace) -> int:
 
     progress.tokens = 0  # type: ignore[attr-defined]
     try:
-        summary = score_file(rm, args.input, args.output, on_error=args.on_error, error_file=args.error_file,
-                             overwrite=args.overwrite, progress=progress, on_start=on_start)
+        summary = score_file(
+            rm,
+            args.input,
+            args.output,
+            on_error=args.on_error,
+            error_file=args.error_file,
+            overwrite=args.overwrite,
+            progress=progress,
+            on_start=on_start,
+        )
     finally:
         if bar is not None:
             bar.close()
-    print(f"scored {summary.rows} rows ({summary.tokens:,} tokens), {summary.resumed} resumed, "
-          f"{summary.skipped} skipped", file=sys.stderr)
+    print(
+        f"scored {summary.rows} rows ({summary.tokens:,} tokens), {summary.resumed} resumed, "
+        f"{summary.skipped} skipped",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -154,7 +186,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     for mod in SUBCOMMAND_MODULES:
         if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
             importlib.import_module(mod)
-    parser = argparse.ArgumentParser(prog="rewardkit", description="Score, serve, train and evaluate reward models.")
+    parser = argparse.ArgumentParser(
+        prog="rewardkit", description="Score, serve, train and evaluate reward models."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runners: dict[str, Command] = {}
@@ -166,8 +200,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, runners = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -54,16 +54,19 @@ def output_row(rec: Record, line: int, scored: Sequence[Scored]) -> dict[str, An
     if isinstance(rec, Conversation):
         (s,) = scored
         row["reward"] = s.reward
-        row.update(num_tokens=s.num_tokens, truncated_tokens=s.truncated_tokens,
-                   truncated_turns=s.truncated_turns)
+        row.update(
+            num_tokens=s.num_tokens, truncated_tokens=s.truncated_tokens, truncated_turns=s.truncated_turns
+        )
         return row
     a, b = scored
     n1, n2 = rec.names
     row[f"reward_{n1}"], row[f"reward_{n2}"] = a.reward, b.reward
     row["p_first_better"] = sigmoid(a.reward - b.reward)
-    row.update(num_tokens=[a.num_tokens, b.num_tokens],
-               truncated_tokens=[a.truncated_tokens, b.truncated_tokens],
-               truncated_turns=[a.truncated_turns, b.truncated_turns])
+    row.update(
+        num_tokens=[a.num_tokens, b.num_tokens],
+        truncated_tokens=[a.truncated_tokens, b.truncated_tokens],
+        truncated_turns=[a.truncated_turns, b.truncated_turns],
+    )
     return row
 
 
@@ -110,16 +113,23 @@ def score_file(
     if errors and on_error == "raise":
         raise InvalidInputError(errors)
     if errors:
-        err_path = Path(error_file) if error_file else (
-            None if str(output_path) == STDIO else Path(f"{output_path}.errors.jsonl")
+        err_path = (
+            Path(error_file)
+            if error_file
+            else (None if str(output_path) == STDIO else Path(f"{output_path}.errors.jsonl"))
         )
         if err_path is None:
             raise RewardkitError("--on-error skip with output to stdout needs --error-file PATH")
         err_path.write_text("".join(json.dumps(_error_row(e)) + "\n" for e in errors), encoding="utf-8")
         log.warning("%d invalid record(s) skipped, listed in %s", len(errors), err_path)
 
-    meta = {"spec": rm.spec.to_dict(), "input": src, "input_sha256": file_digest(input_path),
-            "on_error": on_error, "rewardkit_output": 1}
+    meta = {
+        "spec": rm.spec.to_dict(),
+        "input": src,
+        "input_sha256": file_digest(input_path),
+        "on_error": on_error,
+        "rewardkit_output": 1,
+    }
     tokens = 0
     with JsonlWriter(output_path, meta, overwrite=overwrite) as writer:
         if writer.done > len(good):

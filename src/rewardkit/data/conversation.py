@@ -37,13 +37,9 @@ def parse_message(obj: Any, path: str) -> Message:
         )
     role, content = obj.get("role"), obj.get("content")
     if role not in ROLES:
-        raise InputError(
-            f"role must be one of {', '.join(ROLES)}, got {role!r}", field=f"{path}.role"
-        )
+        raise InputError(f"role must be one of {', '.join(ROLES)}, got {role!r}", field=f"{path}.role")
     if not isinstance(content, str):
-        raise InputError(
-            f"content must be a string, got {type(content).__name__}", field=f"{path}.content"
-        )
+        raise InputError(f"content must be a string, got {type(content).__name__}", field=f"{path}.content")
     if not content.strip():
         raise InputError("content is empty", field=f"{path}.content")
     return Message(role=role, content=content)
@@ -65,8 +61,7 @@ def check_turns(messages: Sequence[Message], path: str, *, final: Role | None = 
             raise InputError("a system message is allowed only first", field=f"{path}[{i}].role")
     if final is not None and messages[-1].role != final:
         raise InputError(
-            f"the last message must be the {final} turn being scored, got role "
-            f"{messages[-1].role!r}",
+            f"the last message must be the {final} turn being scored, got role {messages[-1].role!r}",
             field=f"{path}[{len(messages) - 1}].role",
         )
     if messages[0].role == "system" and len(messages) == 1:

@@ -29,7 +29,7 @@ def _open_text(path: str | Path) -> io.TextIOBase:
         import gzip
 
         return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller's context manager
+    return open(path, encoding="utf-8")
 
 
 def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:

@@ -9,6 +9,7 @@ transformers builds no mask for it (no T² tensors).
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ def _segments_sdpa(
     """Reference-equivalent path (CPU, or GPUs without flash varlen): one SDPA per sequence."""
     out = torch.empty_like(q)  # (T, H, hd)
     bounds = cu.tolist()
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+    for s, e in itertools.pairwise(bounds):
         qs, ks, vs = (t[s:e].transpose(0, 1) for t in (q, k, v))  # (H, L, hd)
         o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=True)
         out[s:e] = o.transpose(0, 1)
@@ -66,8 +67,16 @@ def varlen_attention_forward(
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, H, hd)
     if q.is_cuda and _varlen_attn is not None:
         out = _varlen_attn(
-            q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q,
-            scale=scaling, window_size=(-1, 0), **_GQA_KW,
+            q,
+            k,
+            v,
+            cu_seq_lens_q,
+            cu_seq_lens_q,
+            max_length_q,
+            max_length_q,
+            scale=scaling,
+            window_size=(-1, 0),
+            **_GQA_KW,
         )
     else:
         out = _segments_sdpa(q, k, v, cu_seq_lens_q, scaling)

@@ -39,6 +39,39 @@ def auto_token_budget(model: torch.nn.Module, device: torch.device) -> int:
     return max(1024, min(budget, 65536)) // 256 * 256
 
 
+def packed_rewards(
+    model: torch.nn.Module,
+    batch: PackedBatch,
+    *,
+    output_index: int = 0,
+    head_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Rewards of the sequences packed in ``batch`` (already on the model's device): (B,).
+
+    The body runs once over the whole stream with varlen causal attention; the head is applied
+    only at each sequence's pooled token. Differentiable (the trainer uses it too).
+    """
+    backbone = getattr(model, model.base_model_prefix)
+    with attention_implementation(model, VARLEN):
+        hidden = backbone(
+            input_ids=batch.input_ids[None],  # (1, T)
+            position_ids=batch.position_ids[None],
+            use_cache=False,
+            cu_seq_lens_q=batch.cu_seqlens,
+            cu_seq_lens_k=batch.cu_seqlens,
+            max_length_q=batch.max_seqlen,
+            max_length_k=batch.max_seqlen,
+        ).last_hidden_state[0]  # (T, D)
+    pooled = hidden.index_select(0, batch.read_index)  # (B, D)
+    head = model.score
+    w = head.weight[output_index]  # (D,)
+    bias = None if head.bias is None else head.bias[output_index : output_index + 1]
+    if head_dtype is not None and head_dtype != w.dtype:
+        pooled, w = pooled.to(head_dtype), w.to(head_dtype)
+        bias = None if bias is None else bias.to(head_dtype)
+    return F.linear(pooled, w[None], bias)[:, 0]  # (B,)
+
+
 class ScoringEngine:
     """Scores token sequences with a ``*ForSequenceClassification`` model, packed.
 
@@ -62,11 +95,9 @@ class ScoringEngine:
         head_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
-        self.backbone = getattr(model, model.base_model_prefix)
         head = getattr(model, "score", None)
         if not isinstance(head, torch.nn.Linear):
             raise TypeError(f"{type(model).__name__} has no linear 'score' head")
-        self.head = head
         self.device = next(model.parameters()).device
         self.output_index = output_index
         self.pad_token_id = model.config.pad_token_id
@@ -77,24 +108,9 @@ class ScoringEngine:
     @torch.inference_mode()
     def _forward(self, batch: PackedBatch) -> torch.Tensor:
         """One packed stream → (B,) rewards, left on the device (no host sync)."""
-        b = batch.to(self.device)
-        with attention_implementation(self.model, VARLEN):
-            hidden = self.backbone(
-                input_ids=b.input_ids[None],  # (1, T)
-                position_ids=b.position_ids[None],
-                use_cache=False,
-                cu_seq_lens_q=b.cu_seqlens,
-                cu_seq_lens_k=b.cu_seqlens,
-                max_length_q=b.max_seqlen,
-                max_length_k=b.max_seqlen,
-            ).last_hidden_state[0]  # (T, D)
-        pooled = hidden.index_select(0, b.read_index)  # (B, D)
-        w = self.head.weight[self.output_index]  # (D,)
-        bias = None if self.head.bias is None else self.head.bias[self.output_index : self.output_index + 1]
-        if self.head_dtype != w.dtype:
-            pooled, w = pooled.to(self.head_dtype), w.to(self.head_dtype)
-            bias = None if bias is None else bias.to(self.head_dtype)
-        return F.linear(pooled, w[None], bias)[:, 0]  # (B,)
+        return packed_rewards(
+            self.model, batch.to(self.device), output_index=self.output_index, head_dtype=self.head_dtype
+        )
 
     def _run(self, seqs: Sequence[Sequence[int]], idx: list[int]) -> list[tuple[list[int], torch.Tensor]]:
         """Runs one planned batch; on out-of-memory splits it in two and retries each half."""
@@ -108,13 +124,12 @@ class ScoringEngine:
             half = len(idx) // 2
             log.warning(
                 "out of memory on a batch of %d sequences (%d tokens); splitting it in two",
-                len(idx), sum(len(seqs[i]) for i in idx),
+                len(idx),
+                sum(len(seqs[i]) for i in idx),
             )
             return self._run(seqs, idx[:half]) + self._run(seqs, idx[half:])
 
-    def score_ids(
-        self, seqs: Sequence[Sequence[int]], *, progress: ProgressFn | None = None
-    ) -> list[float]:
+    def score_ids(self, seqs: Sequence[Sequence[int]], *, progress: ProgressFn | None = None) -> list[float]:
         """Rewards for token sequences, in input order.
 
         Args:

@@ -85,14 +85,15 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def load_tokenizer(
-    name: str, *, revision: str | None = None, chat_template: str | Path | None = None,
+    name: str,
+    *,
+    revision: str | None = None,
+    chat_template: str | Path | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedTokenizerBase, str]:
     """The checkpoint's own tokenizer and chat template (or the template file given)."""
     try:
-        tok = AutoTokenizer.from_pretrained(
-            name, revision=revision, trust_remote_code=trust_remote_code
-        )
+        tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the tokenizer of {name!r}: {e}") from e
     if chat_template is not None:
@@ -145,8 +146,7 @@ def load_model(
         )
     except (OSError, ValueError) as e:
         raise ModelError(
-            f"cannot load {name!r} as a sequence-classification reward model "
-            f"(safetensors weights only): {e}"
+            f"cannot load {name!r} as a sequence-classification reward model (safetensors weights only): {e}"
         ) from e
     n_out = int(model.config.num_labels)
     if output_index is None:

@@ -77,6 +77,25 @@ class ChatTokenizer:
                 out.append(e)
         return out
 
+    def encode_texts(self, texts: Sequence[str]) -> list[Encoded | InputError]:
+        """Tokenizes already-templated text (e.g. OpenRLHF's ``/get_reward`` queries) with no special
+        tokens added; over-long texts follow the length policy (``left`` keeps the last tokens)."""
+        out: list[Encoded | InputError] = []
+        for i, ids in enumerate(self._encode_texts(list(texts))):
+            if not ids:
+                out.append(InputError("text is empty", field=f"[{i}]"))
+            elif len(ids) <= self.max_length:
+                out.append(Encoded(ids=ids))
+            elif self.truncation == "left":
+                out.append(Encoded(ids=ids[-self.max_length :], truncated_tokens=len(ids) - self.max_length))
+            else:
+                out.append(
+                    InputError(
+                        f"text is {len(ids)} tokens, over the maximum of {self.max_length}", field=f"[{i}]"
+                    )
+                )
+        return out
+
     def encode_one(self, conversation: Conversation) -> Encoded:
         """Tokenizes one conversation; raises InputError if it cannot be made to fit."""
         (res,) = self.encode([conversation])

@@ -89,9 +89,7 @@ def save_tiny_reward_model(path: str | Path, *, arch: Arch = "qwen2", seed: int 
     """Writes a tiny model + tokenizer directory loadable by ``RewardModel.load(path)``."""
     out = Path(path)
     tok = byte_tokenizer()
-    model = tiny_reward_model(
-        arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id, seed=seed
-    )
+    model = tiny_reward_model(arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id, seed=seed)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
