@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from rewardkit.api import RewardModel
 from rewardkit.models.tiny import save_tiny_reward_model
+
+# Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP spin-waiting
+# makes them about 10x slower.
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 QWEN_TOKENIZER = SHARED / "tokenizers" / "qwen2.5"

@@ -104,7 +104,7 @@ class RewardModel:
             trust_remote_code=trust_remote_code,
             output_index=output_index,
         )
-        limit = max_length or default_max_length(net.config, tok)
+        limit = max_length if max_length is not None else default_max_length(net.config, tok)
         engine = ScoringEngine(net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt)
         spec = ScoringSpec(
             model=name,

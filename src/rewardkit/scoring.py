@@ -123,6 +123,16 @@ def score_file(
         err_path.write_text("".join(json.dumps(_error_row(e)) + "\n" for e in errors), encoding="utf-8")
         log.warning("%d invalid record(s) skipped, listed in %s", len(errors), err_path)
 
+    if (
+        str(input_path) == STDIO
+        and str(output_path) != STDIO
+        and Path(output_path).exists()
+        and not overwrite
+    ):
+        raise RewardkitError(
+            f"{output_path} exists and the input is stdin, which cannot be checked for resuming; "
+            "pass --overwrite or read the input from a file"
+        )
     meta = {
         "spec": rm.spec.to_dict(),
         "input": src,

@@ -29,8 +29,8 @@ class Message:
 
 def parse_message(obj: Any, path: str) -> Message:
     """Validates one ``{"role", "content"}`` mapping; ``path`` names it in errors."""
-    if isinstance(obj, Message):
-        return obj
+    if isinstance(obj, Message):  # built directly (not parsed): apply the same rules
+        obj = obj.to_dict()
     if not isinstance(obj, Mapping):
         raise InputError(
             f"expected an object with 'role' and 'content', got {type(obj).__name__}", field=path
@@ -52,17 +52,23 @@ def parse_messages(obj: Any, path: str) -> tuple[Message, ...]:
     return tuple(parse_message(m, f"{path}[{i}]") for i, m in enumerate(obj))
 
 
-def check_turns(messages: Sequence[Message], path: str, *, final: Role | None = "assistant") -> None:
-    """Conversation rules: non-empty, system only first, ends with ``final`` (if given)."""
+def check_turns(
+    messages: Sequence[Message], path: str, *, final: Role | None = "assistant", offset: int = 0
+) -> None:
+    """Conversation rules: non-empty, system only first, ends with ``final`` (if given).
+
+    ``offset`` is the index in ``messages`` where the list named ``path`` starts (a response
+    checked after its prompt), so that error fields index into ``path`` itself.
+    """
     if not messages:
         raise InputError("conversation has no messages", field=path)
     for i, m in enumerate(messages):
         if m.role == "system" and i != 0:
-            raise InputError("a system message is allowed only first", field=f"{path}[{i}].role")
+            raise InputError("a system message is allowed only first", field=f"{path}[{i - offset}].role")
     if final is not None and messages[-1].role != final:
         raise InputError(
             f"the last message must be the {final} turn being scored, got role {messages[-1].role!r}",
-            field=f"{path}[{len(messages) - 1}].role",
+            field=f"{path}[{len(messages) - 1 - offset}].role",
         )
     if messages[0].role == "system" and len(messages) == 1:
         raise InputError("conversation has only a system message", field=path)

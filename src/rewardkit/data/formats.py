@@ -75,19 +75,25 @@ def _response(obj: Any, path: str) -> tuple[Message, ...]:
     return parse_messages(obj, path)
 
 
-def _conversation(messages: tuple[Message, ...], path: str, rid: str | None) -> Conversation:
-    check_turns(messages, path)
-    return Conversation(messages, id=rid)
+def _joined(context: tuple[Message, ...], response: tuple[Message, ...], path: str) -> tuple[Message, ...]:
+    """``context + response`` under the conversation rules; error fields index into ``path``."""
+    if not response:
+        raise InputError("no messages; expected the response turn(s)", field=path)
+    messages = context + response
+    check_turns(messages, path, offset=len(context))
+    return messages
 
 
 def parse_conversation(obj: Mapping[str, Any]) -> Conversation:
     rid = _record_id(obj)
     if "messages" in obj:
-        return _conversation(parse_messages(obj["messages"], "messages"), "messages", rid)
+        messages = parse_messages(obj["messages"], "messages")
+        check_turns(messages, "messages")
+        return Conversation(messages, id=rid)
     if "prompt" not in obj:
         raise InputError("missing; a 'response' record needs a 'prompt'", field="prompt")
     prompt = _prompt(obj["prompt"], "prompt")
-    return _conversation(prompt + _response(obj["response"], "response"), "response", rid)
+    return Conversation(_joined(prompt, _response(obj["response"], "response"), "response"), id=rid)
 
 
 def _preference(value: Any) -> float:
@@ -103,7 +109,7 @@ def _preference(value: Any) -> float:
 
 def parse_pair(obj: Mapping[str, Any]) -> PreferencePair:
     rid = _record_id(obj)
-    if "response1" in obj:
+    if "response1" in obj and "response2" in obj:
         if "context" not in obj:
             raise InputError("missing; HelpSteer3 records need 'context'", field="context")
         context = _prompt(obj["context"], "context")
@@ -117,7 +123,7 @@ def parse_pair(obj: Mapping[str, Any]) -> PreferencePair:
         first, second = _response(obj["chosen"], "chosen"), _response(obj["rejected"], "rejected")
         names, pref, style, extra = ("chosen", "rejected"), -1.0, "chosen_rejected", {}
     for name, resp in zip(names, (first, second), strict=True):
-        check_turns(context + resp, name)
+        _joined(context, resp, name)
     return PreferencePair(
         context=context, first=first, second=second, preference=pref, style=style, id=rid, extra=extra
     )

@@ -39,25 +39,33 @@ def iter_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
     blank lines are skipped but still counted, so numbers match what an editor shows.
     """
     src = source_name(path)
+    if str(path) != STDIO and not Path(path).is_file():
+        raise RewardkitError(f"input file not found: {src}")
     if str(path).endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        except pa.ArrowException as e:
+            raise RewardkitError(f"cannot read {src} as Parquet: {e}") from e
         n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for batch in batches:
             for row in batch.to_pylist():
                 n += 1
                 yield n, row
         return
-    if str(path) != STDIO and not Path(path).is_file():
-        raise RewardkitError(f"input file not found: {src}")
-    with _open_text(path) as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, InputError(f"malformed JSON: {e.msg} at column {e.colno}", source=src, line=n)
+    try:
+        with _open_text(path) as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield n, InputError(f"malformed JSON: {e.msg} at column {e.colno}", source=src, line=n)
+    except (UnicodeDecodeError, OSError) as e:  # not UTF-8, or a broken .gz
+        raise RewardkitError(f"cannot read {src}: {e}") from e
 
 
 @dataclass(frozen=True, kw_only=True)

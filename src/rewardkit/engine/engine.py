@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 from rewardkit.engine.attention import VARLEN
@@ -66,10 +67,27 @@ def packed_rewards(
     head = model.score
     w = head.weight[output_index]  # (D,)
     bias = None if head.bias is None else head.bias[output_index : output_index + 1]
-    if head_dtype is not None and head_dtype != w.dtype:
-        pooled, w = pooled.to(head_dtype), w.to(head_dtype)
-        bias = None if bias is None else bias.to(head_dtype)
+    dtype = head_dtype or w.dtype
+    pooled, w = pooled.to(dtype), w.to(dtype)  # no-ops when already in the head's dtype
+    bias = None if bias is None else bias.to(dtype)
     return F.linear(pooled, w[None], bias)[:, 0]  # (B,)
+
+
+def set_compiled(model: torch.nn.Module, enabled: bool) -> int:
+    """Compiles every decoder layer in place (or undoes it); returns how many layers.
+
+    Per-layer compilation fuses the norms, rotary embedding and the MLP's activation around
+    cuBLAS GEMMs; one dynamic-shape graph serves every batch length.
+    """
+    layers = getattr(getattr(model, model.base_model_prefix), "layers", None)
+    if not layers:
+        raise TypeError(f"{type(model).__name__} has no decoder 'layers' to compile")
+    for layer in layers:
+        if enabled:
+            layer.compile(dynamic=True)
+        else:
+            layer._compiled_call_impl = None
+    return len(layers)
 
 
 class ScoringEngine:
@@ -84,6 +102,8 @@ class ScoringEngine:
         output_index: which head output is the reward.
         token_budget: tokens per packed batch; ``None`` sizes it from free device memory.
         head_dtype: run the head in this dtype (``None``: the model's own, as the card does).
+        compile: ``torch.compile`` each decoder layer (see `set_compiled`); ``None`` compiles on
+            CUDA devices, where it measured faster, and not on the CPU.
     """
 
     def __init__(
@@ -93,6 +113,7 @@ class ScoringEngine:
         output_index: int = 0,
         token_budget: int | None = None,
         head_dtype: torch.dtype | None = None,
+        compile: bool | None = None,
     ) -> None:
         self.model = model
         head = getattr(model, "score", None)
@@ -103,6 +124,9 @@ class ScoringEngine:
         self.pad_token_id = model.config.pad_token_id
         self.token_budget = token_budget or auto_token_budget(model, self.device)
         self.head_dtype = head_dtype or head.weight.dtype
+        self.compiled = self.device.type == "cuda" if compile is None else compile
+        if self.compiled:
+            set_compiled(model, True)
         self.forward_batch = self._forward  # replaced in tests to simulate running out of memory
 
     @torch.inference_mode()
@@ -116,6 +140,11 @@ class ScoringEngine:
         """Runs one planned batch; on out-of-memory splits it in two and retries each half."""
         try:
             return [(idx, self.forward_batch(pack([seqs[i] for i in idx], self.pad_token_id)))]
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            log.warning("compiling the decoder layers failed (%s); running them eagerly", e)
+            set_compiled(self.model, False)
+            self.compiled = False
+            return self._run(seqs, idx)
         except torch.OutOfMemoryError:
             if len(idx) == 1:
                 raise

@@ -92,6 +92,9 @@ def load_tokenizer(
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedTokenizerBase, str]:
     """The checkpoint's own tokenizer and chat template (or the template file given)."""
+    if (Path(name).is_absolute() or name.startswith((".", "~"))) and not Path(name).exists():
+        # A path, not a hub id: say so rather than report an invalid repository name.
+        raise ModelError(f"model directory not found: {name}")
     try:
         tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

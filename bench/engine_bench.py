@@ -1,0 +1,241 @@
+"""Engine throughput and fidelity on one GPU, against the HF baselines measured in the same run.
+
+Builds a random-weight ``Qwen2ForSequenceClassification`` of real shapes (weights do not change
+speed) with the HF baseline's own code (``anchor_hf.py``, copied beside this file or into
+``.carry/``), then on the same model and workload times:
+
+  card     the model card's loop, one conversation per forward (anchor_hf.run_seed)
+  sorted   HF length-sorted padded batches under a 16k-token budget (anchor_hf.run_batches)
+  engine   rewardkit's ScoringEngine, packed and padding-free, for each variant asked for
+
+and reports tokens/s, share of the compute floor (FLOPs at the measured 8192³ bf16 matmul
+rate, anchor_hf's FLOP count), peak memory, and fidelity against the card loop: max |Δreward|
+and, on RM-Bench, the share of chosen/rejected pairs ordered the same way.
+
+    python bench/engine_bench.py --size 32b --workload lognormal rmbench --variants 16k 32k 32k+compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / ".carry"), str(HERE)]
+import anchor_hf  # noqa: E402  (the HF baseline, carried beside the project)
+
+from rewardkit.engine.engine import ScoringEngine, set_compiled  # noqa: E402
+
+
+def load_workload(name: str, n: int, tokens: str | None):
+    """Token sequences (CPU int64 tensors) and, for RM-Bench, the chosen/rejected pairs."""
+    if name == "lognormal":
+        return anchor_hf.workload(n, 512, 0.8, 16, 4096), None
+    import numpy as np
+
+    z = np.load(tokens)
+    offs = np.concatenate([[0], np.cumsum(z["lens"])])
+    seqs = [torch.from_numpy(z["ids"][offs[i] : offs[i + 1]].astype("int64")) for i in range(len(z["lens"]))]
+    return seqs, z["pairs"]
+
+
+def timed(fn):
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    r = fn()
+    torch.cuda.synchronize()
+    return r, time.perf_counter() - t
+
+
+def parse_variant(v: str) -> dict:
+    """``32k``, ``32k+compile``, ``auto``, ``auto+compile`` → ScoringEngine options."""
+    parts = v.split("+")
+    budget = None if parts[0] == "auto" else int(float(parts[0].rstrip("k")) * 1024)
+    return {"token_budget": budget, "compile": "compile" in parts[1:]}
+
+
+def pair_agreement(ref: list[float], got: list[float], pairs) -> float:
+    same = sum((ref[c] > ref[r]) == (got[c] > got[r]) for c, r in pairs)
+    return same / len(pairs)
+
+
+def bench_workload(model, cfg, peak, name, a, out):
+    seqs, pairs = load_workload(name, a.n, a.tokens)
+    tokens = sum(len(s) for s in seqs)
+    floor_s = anchor_hf.flops(model, cfg, seqs) / peak
+    res = {
+        "workload": name,
+        "n": len(seqs),
+        "tokens": tokens,
+        "mean_len": tokens / len(seqs),
+        "max_len": max(len(s) for s in seqs),
+        "floor_tok_s": tokens / floor_s,
+    }
+    rows = []
+    anchor_hf.run_seed(model, seqs[:4])
+    ref, t = timed(lambda: anchor_hf.run_seed(model, seqs))
+    rows.append(("card loop (HF, 1/forward)", t, None, 0.0, None))
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    batches = anchor_hf.budget_batches([len(seqs[i]) for i in order], 16384)
+    torch.cuda.reset_peak_memory_stats()
+    srt, t = timed(lambda: anchor_hf.run_batches(model, seqs, order, batches, cfg.pad_token_id))
+    rows.append(
+        (
+            "HF sorted 16k padded",
+            t,
+            torch.cuda.max_memory_allocated() / 2**30,
+            max(abs(x - y) for x, y in zip(ref, srt, strict=True)),
+            pair_agreement(ref, srt, pairs) if pairs is not None else None,
+        )
+    )
+    lists = [s.tolist() for s in seqs]
+    for v in a.variants:
+        opts = parse_variant(v)
+        try:
+            eng = ScoringEngine(model, **opts)
+            t0 = time.perf_counter()
+            eng.score_ids(lists[: max(8, len(lists) // 8)])  # warm-up (and compilation)
+            warm = time.perf_counter() - t0
+            torch.cuda.reset_peak_memory_stats()
+            got, t = timed(lambda eng=eng: eng.score_ids(lists))
+            rows.append(
+                (
+                    f"engine {v} (budget {eng.token_budget})",
+                    t,
+                    torch.cuda.max_memory_allocated() / 2**30,
+                    max(abs(x - y) for x, y in zip(ref, got, strict=True)),
+                    pair_agreement(ref, got, pairs) if pairs is not None else None,
+                )
+            )
+            res[f"warmup_s_{v}"] = warm
+        except Exception as e:  # report and continue with the next variant
+            res[f"error_{v}"] = repr(e)[:400]
+            print(f"variant {v} failed: {e!r}"[:400], flush=True)
+        finally:
+            set_compiled(model, False)  # compiled in place: undo before the next variant
+    res["rows"] = [
+        dict(
+            method=m,
+            seconds=t,
+            tok_s=tokens / t,
+            of_floor=floor_s / t,
+            peak_gib=pk,
+            max_abs_diff=d,
+            pair_agreement=pa,
+        )
+        for m, t, pk, d, pa in rows
+    ]
+    res["reward_spread"] = max(ref) - min(ref)
+    out[name] = res
+    card = rows[0][1]
+    print(f"\n== {a.size} {name}: {len(seqs)} seqs, {tokens:,} tokens, floor {res['floor_tok_s']:,.0f} tok/s")
+    print(
+        f"{'method':40s} {'tok/s':>9s} {'floor':>6s} {'x card':>7s} {'peak GiB':>9s} {'max|Δ|':>8s} {'pairs':>7s}"
+    )
+    for m, t, pk, d, pa in rows:
+        print(
+            f"{m:40s} {tokens / t:9,.0f} {floor_s / t:6.1%} {card / t:7.2f} "
+            f"{'' if pk is None else f'{pk:9.1f}':>9s} {d:8.4f} {'' if pa is None else f'{pa:7.2%}':>7s}"
+        )
+    if pairs is not None and a.fidelity:
+        try:
+            res["fidelity_fp32_head"] = fidelity(model, seqs, lists, pairs)
+        except Exception as e:  # keep the throughput results
+            res["fidelity_error"] = repr(e)[:400]
+            print(f"fidelity failed: {e!r}"[:400], flush=True)
+
+
+def fidelity(model, seqs, lists, pairs) -> dict:
+    """Engine vs the card loop with the head in fp32 on both sides.
+
+    With random weights, rewards of different responses differ by about the bf16 step of the
+    rewards themselves, so a bf16 head output makes most pairs near-ties; an fp32 head (applied
+    to the same bf16 hidden states) removes that last rounding, leaving the body's numerics.
+    """
+    head = model.score
+    head.float()
+    hook = head.register_forward_pre_hook(lambda _m, args: (args[0].float(),))
+    try:
+        ref = anchor_hf.run_seed(model, seqs)
+        out = {"reward_std": float(torch.tensor(ref).std())}
+        for name, comp in (("engine_eager", False), ("engine_compiled", True)):
+            got = ScoringEngine(model, head_dtype=torch.float32, compile=comp).score_ids(lists)
+            d = torch.tensor(got) - torch.tensor(ref)
+            margin = torch.tensor([abs(ref[c] - ref[r]) for c, r in pairs])
+            noise = float(d.abs().max())
+            clear = [p for p, m in zip(pairs, margin.tolist(), strict=True) if m > 2 * noise]
+            out[name] = {
+                "max_abs_diff": noise,
+                "median_abs_diff": float(d.abs().median()),
+                "pair_agreement": pair_agreement(ref, got, pairs),
+                "pairs_margin_over_2x_max_diff": len(clear),
+                "agreement_on_those": pair_agreement(ref, got, clear) if clear else None,
+            }
+            set_compiled(model, False)
+        print(f"fidelity (fp32 head): {json.dumps(out)}", flush=True)
+        return out
+    finally:
+        hook.remove()
+        head.to(torch.bfloat16)
+
+
+def long_conversation(model, lengths, out):
+    """Single long conversations through the engine (budget = the length): time and peak memory."""
+    g = torch.Generator().manual_seed(1)
+    res = {}
+    for L in lengths:
+        ids = torch.randint(0, 151000, (L,), generator=g).tolist()
+        eng = ScoringEngine(model, token_budget=L, compile=False)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            _, t = timed(lambda eng=eng, ids=ids: eng.score_ids([ids]))
+            res[L] = {"seconds": t, "tok_s": L / t, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        except torch.OutOfMemoryError as e:
+            res[L] = {"error": "out of memory", "detail": str(e)[:200]}
+        print(f"single conversation {L:,} tokens: {res[L]}")
+    out["long"] = res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="32b", choices=sorted(anchor_hf.SIZES))
+    ap.add_argument("--workload", nargs="+", default=["lognormal"], choices=["lognormal", "rmbench"])
+    ap.add_argument("--tokens", default=str(HERE.parent / ".carry" / "rmbench_tokens.npz"))
+    ap.add_argument("--n", type=int, default=256, help="lognormal sequences (anchor_hf's default)")
+    ap.add_argument("--variants", nargs="+", default=["16k", "32k"])
+    ap.add_argument("--fidelity", action="store_true", help="fp32-head fidelity pass on RM-Bench pairs")
+    ap.add_argument("--long", nargs="*", type=int, default=[], help="single-conversation lengths")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    a = ap.parse_args()
+
+    import transformers
+
+    peak = anchor_hf.matmul_peak(torch.bfloat16)
+    model, cfg = anchor_hf.build(a.size, torch.bfloat16, "sdpa")
+    out = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "size": a.size,
+        "matmul_tflops": peak / 1e12,
+        "date": time.strftime("%Y-%m-%d"),
+        "weights_gib": torch.cuda.memory_allocated() / 2**30,
+    }
+    print(json.dumps(out), flush=True)
+    for w in a.workload:
+        bench_workload(model, cfg, peak, w, a, out)
+    if a.long:
+        long_conversation(model, a.long, out)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / f"engine_{a.size}.json").write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

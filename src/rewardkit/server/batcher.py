@@ -1,0 +1,208 @@
+"""Cross-request dynamic batching into one scoring engine.
+
+Requests put their encoded conversations on a FIFO queue; one collector task forms token-budget
+batches (up to ``token_budget`` tokens, or whatever arrived within ``max_wait`` of the oldest
+waiting request) and runs each on ONE worker thread, so the event loop never waits on the model.
+A request is never split across batches; a request larger than the budget is a batch of its own
+(the engine cuts it further).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from rewardkit.api import Scored
+from rewardkit.models.templating import Encoded
+from rewardkit.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[[Sequence[Encoded]], list[Scored]]
+
+
+class Overloaded(Exception):
+    """The queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, pending: int, limit: int, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            f"server is at capacity ({pending} conversations pending, limit {limit}); "
+            f"retry after {retry_after} s"
+        )
+
+
+class ShuttingDown(Exception):
+    """The server is draining and accepts no new work."""
+
+
+class BatchFailed(Exception):
+    """The engine raised on the batch that held this request."""
+
+
+@dataclass(kw_only=True)
+class _Job:
+    encoded: Sequence[Encoded]
+    tokens: int
+    future: asyncio.Future[list[Scored]]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher:
+    """Batches concurrent requests for one engine.
+
+    Args:
+        score: runs one batch (``RewardModel.score_encoded``); called on the worker thread only.
+        token_budget: tokens per batch (``rm.engine.token_budget``).
+        max_wait_ms: how long the oldest waiting request may wait for others to join its batch.
+        max_pending: conversations admitted and not yet answered; more gives `Overloaded`.
+        metrics: where batch sizes, queue depth and throughput are recorded.
+    """
+
+    def __init__(
+        self,
+        score: ScoreFn,
+        *,
+        token_budget: int,
+        max_wait_ms: float,
+        max_pending: int,
+        metrics: ServerMetrics,
+    ) -> None:
+        self._score = score
+        self.token_budget = token_budget
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_pending = max_pending
+        self.metrics = metrics
+        self.pending = 0
+        self._queue: deque[_Job] = deque()
+        self._queued_tokens = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewardkit-engine")
+        self._tokens_per_s = 0.0
+
+    @property
+    def accepting(self) -> bool:
+        return self._task is not None and not self._closing
+
+    def start(self) -> None:
+        """Starts the collector on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="rewardkit-batcher")
+
+    async def close(self) -> None:
+        """Stops admitting work, scores everything already queued, then stops the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._worker.shutdown(wait=True)
+
+    @contextlib.contextmanager
+    def admit(self, conversations: int) -> Iterator[None]:
+        """Reserves room for a request's conversations for the duration of the block.
+
+        Raises:
+            ShuttingDown: the server is draining.
+            Overloaded: the pending conversations would exceed ``max_pending``.
+        """
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down")
+        if self.pending and self.pending + conversations > self.max_pending:
+            raise Overloaded(self.pending, self.max_pending, self._retry_after())
+        self.pending += conversations
+        self.metrics.queue_depth.set(self.pending)
+        try:
+            yield
+        finally:
+            self.pending -= conversations
+            self.metrics.queue_depth.set(self.pending)
+
+    async def submit(self, encoded: Sequence[Encoded]) -> list[Scored]:
+        """Scores one request's conversations in a shared batch; results in input order.
+
+        Raises:
+            BatchFailed: the engine raised on the batch holding this request.
+        """
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        job = _Job(
+            encoded=encoded,
+            tokens=sum(len(e.ids) for e in encoded),
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(job)
+        self._queued_tokens += job.tokens
+        self._wakeup.set()
+        return await job.future
+
+    def _retry_after(self) -> int:
+        if self._tokens_per_s <= 0:
+            return 1
+        return max(1, min(60, math.ceil(self._queued_tokens / self._tokens_per_s)))
+
+    async def _next_batch(self) -> list[_Job] | None:
+        """Waits for work, then for the budget to fill or the oldest job's wait to run out."""
+        while not self._queue:
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = self._queue[0].enqueued + self.max_wait
+        while not self._closing and self._queued_tokens < self.token_budget:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        batch: list[_Job] = []
+        tokens = 0
+        while self._queue:
+            job = self._queue[0]
+            if batch and not job.future.done() and tokens + job.tokens > self.token_budget:
+                break
+            self._queue.popleft()
+            self._queued_tokens -= job.tokens
+            if job.future.done():  # cancelled: the client went away
+                continue
+            batch.append(job)
+            tokens += job.tokens
+        return batch
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (batch := await self._next_batch()) is not None:
+            if not batch:
+                continue
+            flat = [e for job in batch for e in job.encoded]
+            tokens = sum(job.tokens for job in batch)
+            start = time.perf_counter()
+            try:
+                scored = await loop.run_in_executor(self._worker, self._score, flat)
+            except Exception as e:  # a failed batch fails its own requests; the server keeps serving
+                log.exception("engine failed on a batch of %d conversations (%d tokens)", len(flat), tokens)
+                self.metrics.batch_failures.inc()
+                err = BatchFailed(f"scoring failed: {type(e).__name__}: {e}")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            seconds = time.perf_counter() - start
+            self._tokens_per_s = tokens / seconds if seconds > 0 else self._tokens_per_s
+            self.metrics.observe_batch(conversations=len(flat), tokens=tokens, seconds=seconds)
+            pos = 0
+            for job in batch:
+                n = len(job.encoded)
+                if not job.future.done():
+                    job.future.set_result(scored[pos : pos + n])
+                pos += n

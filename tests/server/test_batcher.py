@@ -1,0 +1,160 @@
+"""The dynamic batcher alone, with a recording scorer: batch formation, waits, failures, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from rewardkit.api import Scored
+from rewardkit.models.templating import Encoded
+from rewardkit.server.batcher import DynamicBatcher, Overloaded, ShuttingDown
+from rewardkit.server.metrics import ServerMetrics
+
+
+class Recorder:
+    """Scores a sequence as its first token id; records every batch and the thread it ran on."""
+
+    def __init__(self, fail_on: int | None = None, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+        self.fail_on = fail_on
+        self.delay = delay
+
+    def __call__(self, encoded: Sequence[Encoded]) -> list[Scored]:
+        self.threads.add(threading.current_thread().name)
+        ids = [e.ids[0] for e in encoded]
+        self.batches.append(ids)
+        time.sleep(self.delay)
+        if self.fail_on in ids:
+            raise RuntimeError("boom")
+        return [Scored(reward=float(e.ids[0]), num_tokens=len(e.ids)) for e in encoded]
+
+
+def enc(first: int, length: int) -> Encoded:
+    return Encoded(ids=[first] + [0] * (length - 1))
+
+
+def batcher(scorer: Recorder, **kw) -> DynamicBatcher:
+    opts = {"token_budget": 100, "max_wait_ms": 50.0, "max_pending": 1000, "metrics": ServerMetrics()} | kw
+    return DynamicBatcher(scorer, **opts)
+
+
+def test_concurrent_requests_share_token_budget_batches():
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec)
+        b.start()
+        # 10 requests of 30 tokens (budget 100: 3 per batch), one of 250 (a batch of its own).
+        reqs = [[enc(i, 30)] for i in range(10)] + [[enc(99, 250)]]
+        results = await asyncio.gather(*(b.submit(r) for r in reqs))
+        await b.close()
+        return results
+
+    results = asyncio.run(main())
+    assert [r[0].reward for r in results] == [*range(10), 99]
+    assert rec.batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9], [99]]  # FIFO, never over budget
+    assert rec.threads == {"rewardkit-engine_0"}  # one worker thread, never the event loop
+
+
+def test_requests_are_never_split_and_keep_their_order():
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec)
+        b.start()
+        r = await asyncio.gather(b.submit([enc(1, 40), enc(2, 40)]), b.submit([enc(3, 40), enc(4, 10)]))
+        await b.close()
+        return r
+
+    a, c = asyncio.run(main())
+    assert [s.reward for s in a] == [1, 2] and [s.reward for s in c] == [3, 4]
+    assert rec.batches == [[1, 2], [3, 4]]
+
+
+def test_full_budget_dispatches_without_waiting():
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec, max_wait_ms=5000)
+        b.start()
+        t = time.perf_counter()
+        await asyncio.gather(b.submit([enc(1, 50)]), b.submit([enc(2, 50)]))
+        elapsed = time.perf_counter() - t
+        await b.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 1.0  # the budget filled: no 5 s wait
+    assert rec.batches == [[1, 2]]
+
+
+def test_lone_request_waits_at_most_max_wait():
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec, max_wait_ms=200)
+        b.start()
+        t = time.perf_counter()
+        await b.submit([enc(1, 10)])
+        elapsed = time.perf_counter() - t
+        await b.close()
+        return elapsed
+
+    assert 0.15 < asyncio.run(main()) < 2.0
+
+
+def test_a_failure_fails_only_its_batch():
+    rec = Recorder(fail_on=4)
+
+    async def main():
+        b = batcher(rec)
+        b.start()
+        out = await asyncio.gather(*(b.submit([enc(i, 30)]) for i in range(9)), return_exceptions=True)
+        later = await b.submit([enc(42, 5)])
+        await b.close()
+        return out, later
+
+    out, later = asyncio.run(main())
+    assert rec.batches[:3] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert [type(x).__name__ for x in out] == ["list"] * 3 + ["BatchFailed"] * 3 + ["list"] * 3
+    assert str(out[3]) == "scoring failed: RuntimeError: boom"
+    assert [x[0].reward for x in out[6:]] == [6, 7, 8]
+    assert later[0].reward == 42
+
+
+def test_admission_limit_and_release():
+    async def main():
+        b = batcher(Recorder(), max_pending=3)
+        b.start()
+        with b.admit(2):
+            with pytest.raises(Overloaded, match="2 conversations pending, limit 3"), b.admit(2):
+                pass
+            with b.admit(1):
+                assert b.pending == 3
+        assert b.pending == 0
+        with b.admit(5):  # an idle server admits any single request
+            pass
+        await b.close()
+        with pytest.raises(ShuttingDown), b.admit(1):
+            pass
+
+    asyncio.run(main())
+
+
+def test_close_drains_queued_work():
+    rec = Recorder(delay=0.05)
+
+    async def main():
+        b = batcher(rec, max_wait_ms=10_000)
+        b.start()
+        tasks = [asyncio.create_task(b.submit([enc(i, 10)])) for i in range(3)]
+        await asyncio.sleep(0.05)  # queued, waiting for the batch to fill
+        await b.close()  # stops waiting, scores them
+        return [t.result()[0].reward for t in tasks]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert rec.batches == [[0, 1, 2]]
