@@ -185,33 +185,91 @@ def fidelity(model, seqs, lists, pairs) -> dict:
         head.to(torch.bfloat16)
 
 
-def long_conversation(model, lengths, out):
-    """Single long conversations through the engine (budget = the length): time and peak memory."""
+def long_conversation(model, lengths, chunk, out):
+    """Single long conversations: the layer-major chunked path (chunks of ``chunk`` tokens)
+    and, where it fits, the one-pass forward; time, tokens/s, peak memory, reward difference."""
     g = torch.Generator().manual_seed(1)
     res = {}
     for L in lengths:
         ids = torch.randint(0, 151000, (L,), generator=g).tolist()
-        eng = ScoringEngine(model, token_budget=L, compile=False)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        try:
-            _, t = timed(lambda eng=eng, ids=ids: eng.score_ids([ids]))
-            res[L] = {"seconds": t, "tok_s": L / t, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        except torch.OutOfMemoryError as e:
-            res[L] = {"error": "out of memory", "detail": str(e)[:200]}
-        print(f"single conversation {L:,} tokens: {res[L]}")
+        row = {}
+        for mode, budget in (("chunked", chunk), ("one_pass", L)):
+            eng = ScoringEngine(model, token_budget=budget, compile=False)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                (r,), t = timed(lambda eng=eng, ids=ids: eng.score_ids([ids]))
+                row[mode] = {
+                    "seconds": t,
+                    "tok_s": L / t,
+                    "reward": r,
+                    "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+                }
+            except torch.OutOfMemoryError:
+                row[mode] = {"error": "out of memory"}
+        if "reward" in row.get("one_pass", {}):
+            row["abs_diff"] = abs(row["chunked"]["reward"] - row["one_pass"]["reward"])
+        res[L] = row
+        print(f"long {L:,} tokens: {json.dumps(row)}", flush=True)
     out["long"] = res
+
+
+def group_scoring(model, out, k=8, prompt_len=1024, resp_len=256, n_groups=32):
+    """K responses per prompt: per-conversation engine vs shared-prefix groups (same rewards)."""
+    g = torch.Generator().manual_seed(2)
+    groups = []
+    for _ in range(n_groups):
+        prompt = torch.randint(0, 151000, (prompt_len,), generator=g).tolist()
+        groups.append(
+            [prompt + torch.randint(0, 151000, (resp_len,), generator=g).tolist() for _ in range(k)]
+        )
+    flat = [s for grp in groups for s in grp]
+    tokens = sum(len(s) for s in flat)
+    res = {"k": k, "prompt_len": prompt_len, "resp_len": resp_len, "groups": n_groups, "tokens": tokens}
+    for compiled in (False, True):
+        eng = ScoringEngine(model, compile=compiled)
+        try:
+            eng.score_ids(flat[:16])
+            eng.score_groups(groups[:2])
+            per, t_per = timed(lambda eng=eng: eng.score_ids(flat))
+            grp, t_grp = timed(lambda eng=eng: eng.score_groups(groups))
+            grp = [r for gg in grp for r in gg]
+            res["compiled" if compiled else "eager"] = {
+                "per_conversation_s": t_per,
+                "groups_s": t_grp,
+                "speedup": t_per / t_grp,
+                "per_conversation_tok_s": tokens / t_per,
+                "groups_effective_tok_s": tokens / t_grp,
+                "max_abs_diff": max(abs(a - b) for a, b in zip(per, grp, strict=True)),
+            }
+        except Exception as e:
+            res["compiled" if compiled else "eager"] = {"error": repr(e)[:400]}
+        finally:
+            set_compiled(model, False)
+        print(
+            f"groups (compile={compiled}): {json.dumps(res.get('compiled' if compiled else 'eager'))}",
+            flush=True,
+        )
+    out["groups"] = res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="32b", choices=sorted(anchor_hf.SIZES))
-    ap.add_argument("--workload", nargs="+", default=["lognormal"], choices=["lognormal", "rmbench"])
+    ap.add_argument("--workload", nargs="*", default=["lognormal"], choices=["lognormal", "rmbench"])
     ap.add_argument("--tokens", default=str(HERE.parent / ".carry" / "rmbench_tokens.npz"))
     ap.add_argument("--n", type=int, default=256, help="lognormal sequences (anchor_hf's default)")
     ap.add_argument("--variants", nargs="+", default=["16k", "32k"])
     ap.add_argument("--fidelity", action="store_true", help="fp32-head fidelity pass on RM-Bench pairs")
     ap.add_argument("--long", nargs="*", type=int, default=[], help="single-conversation lengths")
+    ap.add_argument("--long-chunk", type=int, default=16384, help="chunk size of the chunked path")
+    ap.add_argument("--groups", action="store_true", help="K=8 shared-prompt group scoring")
+    ap.add_argument(
+        "--memory-cap-gib",
+        type=float,
+        default=None,
+        help="cap GPU memory for --long (e.g. 79 to stand for an 80 GB H100 on an H200)",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args()
 
@@ -232,7 +290,13 @@ def main() -> None:
     for w in a.workload:
         bench_workload(model, cfg, peak, w, a, out)
     if a.long:
-        long_conversation(model, a.long, out)
+        if a.memory_cap_gib:  # only for the long conversations: the others size to free memory
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, a.memory_cap_gib * 2**30 / total))
+        long_conversation(model, a.long, a.long_chunk, out)
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    if a.groups:
+        group_scoring(model, out)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"engine_{a.size}.json").write_text(json.dumps(out, indent=1, default=str))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -130,9 +131,30 @@ class RewardModel:
         return self.chat.encode(convs)
 
     def score_encoded(
-        self, encoded: Sequence[Encoded], *, progress: ProgressFn | None = None
+        self,
+        encoded: Sequence[Encoded],
+        *,
+        group_sizes: Sequence[int] | None = None,
+        progress: ProgressFn | None = None,
     ) -> list[Scored]:
-        rewards = self.engine.score_ids([e.ids for e in encoded], progress=progress)
+        """Scores tokenized conversations.
+
+        Args:
+            encoded: from `encode` (errors already removed).
+            group_sizes: optional sizes of consecutive runs of ``encoded`` that share a prompt
+                (e.g. 2 for each preference pair); their common prefix is computed once. The
+                rewards are the same as without it.
+            progress: called after each engine batch with (conversations, tokens).
+        """
+        ids = [e.ids for e in encoded]
+        if group_sizes is None:
+            rewards = self.engine.score_ids(ids, progress=progress)
+        else:
+            if sum(group_sizes) != len(ids):
+                raise ValueError(f"group sizes add up to {sum(group_sizes)}, expected {len(ids)}")
+            bounds = [0, *itertools.accumulate(group_sizes)]
+            groups = [ids[a:b] for a, b in itertools.pairwise(bounds)]
+            rewards = [r for g in self.engine.score_groups(groups, progress=progress) for r in g]
         return [
             Scored(
                 reward=r,
@@ -143,19 +165,32 @@ class RewardModel:
             for r, e in zip(rewards, encoded, strict=True)
         ]
 
-    def score(self, conversations: Sequence[ConversationLike]) -> list[float]:
+    def score(
+        self, conversations: Sequence[ConversationLike], *, group_sizes: Sequence[int] | None = None
+    ) -> list[float]:
         """One reward per conversation (last message = the assistant response judged).
 
+        Args:
+            conversations: Conversations or lists of ``{"role", "content"}`` dicts.
+            group_sizes: see `score_encoded` (a speed-up for responses sharing a prompt).
+
         Raises:
-            InputError: a conversation is malformed or too long for the length policy.
+            InputError: a conversation is malformed or too long for the length policy; the
+                field names its index.
         """
         encoded = self.encode(conversations)
         for i, e in enumerate(encoded):
             if isinstance(e, InputError):
                 raise InputError(e.message, field=f"[{i}].{e.field}" if e.field else f"[{i}]")
-        return [s.reward for s in self.score_encoded(encoded)]  # type: ignore[arg-type]
+        return [s.reward for s in self.score_encoded(encoded, group_sizes=group_sizes)]  # type: ignore[arg-type]
+
+    def score_groups(self, groups: Sequence[Sequence[ConversationLike]]) -> list[list[float]]:
+        """Rewards for K responses per prompt, each group's shared prompt computed once."""
+        flat = self.score([c for g in groups for c in g], group_sizes=[len(g) for g in groups])
+        bounds = [0, *itertools.accumulate(len(g) for g in groups)]
+        return [flat[a:b] for a, b in itertools.pairwise(bounds)]
 
     def score_pairs(self, pairs: Sequence[PreferencePair]) -> list[tuple[float, float]]:
-        """(reward of ``first``, reward of ``second``) per pair."""
-        flat = self.score([c for p in pairs for c in p.conversations()])
+        """(reward of ``first``, reward of ``second``) per pair (scored as groups of two)."""
+        flat = self.score([c for p in pairs for c in p.conversations()], group_sizes=[2] * len(pairs))
         return list(zip(flat[0::2], flat[1::2], strict=True))

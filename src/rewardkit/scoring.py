@@ -150,7 +150,8 @@ def score_file(
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
             flat = [e for _, _, encs in chunk for e in encs]
-            scored = rm.score_encoded(flat, progress=progress)
+            sizes = [len(encs) for _, _, encs in chunk]  # a pair's two responses share a prompt
+            scored = rm.score_encoded(flat, group_sizes=sizes, progress=progress)
             rows, j = [], 0
             for line, rec, encs in chunk:
                 rows.append(output_row(rec, line, scored[j : j + len(encs)]))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from rewardkit.engine.attention import KeyPlan
 
 
 def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -54,6 +57,7 @@ class PackedBatch:
         cu_seqlens: (B+1,) int32 cumulative lengths.
         max_seqlen: the longest sequence.
         read_index: (B,) stream index whose hidden state feeds the head.
+        keys: for shared-prefix groups, which keys each query segment sees (see `pack_groups`).
     """
 
     input_ids: torch.Tensor
@@ -61,6 +65,7 @@ class PackedBatch:
     cu_seqlens: torch.Tensor
     max_seqlen: int
     read_index: torch.Tensor
+    keys: KeyPlan | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -72,12 +77,20 @@ class PackedBatch:
         def move(t: torch.Tensor) -> torch.Tensor:
             return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
+        keys = self.keys
+        if keys is not None:
+            keys = KeyPlan(
+                cu_seqlens_k=move(keys.cu_seqlens_k),
+                max_seqlen_k=keys.max_seqlen_k,
+                gather=None if keys.gather is None else move(keys.gather),
+            )
         return PackedBatch(
             input_ids=move(self.input_ids),
             position_ids=move(self.position_ids),
             cu_seqlens=move(self.cu_seqlens),
             max_seqlen=self.max_seqlen,
             read_index=move(self.read_index),
+            keys=keys,
         )
 
 
@@ -98,4 +111,68 @@ def pack(seqs: Sequence[Sequence[int]], pad_token_id: int | None) -> PackedBatch
             [st + pool_index(s, pad_token_id) for st, s in zip(starts, seqs, strict=False)],
             dtype=torch.long,
         ),
+    )
+
+
+def shared_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all sequences share, leaving each at least one token of its own."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for i in range(max(n, 0)):
+        if any(s[i] != first[i] for s in seqs[1:]):
+            return i
+    return max(n, 0)
+
+
+def group_cost(group: Sequence[Sequence[int]]) -> int:
+    """Tokens a group puts in the stream: the shared prefix once, then each suffix."""
+    p = shared_prefix_len(group) if len(group) > 1 else 0
+    return p + sum(len(s) - p for s in group)
+
+
+def pack_groups(groups: Sequence[Sequence[Sequence[int]]], pad_token_id: int | None) -> PackedBatch:
+    """Packs groups of sequences that share a prefix (e.g. K responses to one prompt).
+
+    Each group's shared prefix P is put in the stream once, followed by each sequence's suffix
+    S_i. Query segments are [P, S_1, ..., S_K]; P attends causally to itself, S_i to P and then
+    itself (a gathered key stream), with positions continuing after P — the same attention each
+    sequence gets when scored alone, so the rewards are the same.
+    """
+    ids: list[int] = []
+    pos: list[torch.Tensor] = []
+    q_lens: list[int] = []
+    k_lens: list[int] = []
+    gather: list[torch.Tensor] = []
+    read: list[int] = []
+    for group in groups:
+        p = shared_prefix_len(group) if len(group) > 1 else 0
+        p_start = len(ids)
+        if p:
+            ids.extend(group[0][:p])
+            pos.append(torch.arange(p))
+            q_lens.append(p)
+            k_lens.append(p)
+            gather.append(torch.arange(p_start, p_start + p))
+        prefix_idx = torch.arange(p_start, p_start + p)
+        for seq in group:
+            start = len(ids)
+            r = len(seq) - p
+            ids.extend(seq[p:])
+            pos.append(torch.arange(p, p + r))
+            q_lens.append(r)
+            k_lens.append(p + r)
+            gather.append(torch.cat([prefix_idx, torch.arange(start, start + r)]))
+            j = pool_index(seq, pad_token_id)
+            read.append(start + j - p if j >= p else p_start + j)
+
+    def cumsum(xs: list[int]) -> torch.Tensor:
+        return torch.tensor([0, *itertools.accumulate(xs)], dtype=torch.int32)
+
+    return PackedBatch(
+        input_ids=torch.tensor(ids, dtype=torch.long),
+        position_ids=torch.cat(pos),
+        cu_seqlens=cumsum(q_lens),
+        max_seqlen=max(q_lens),
+        read_index=torch.tensor(read, dtype=torch.long),
+        keys=KeyPlan(cu_seqlens_k=cumsum(k_lens), max_seqlen_k=max(k_lens), gather=torch.cat(gather)),
     )

@@ -9,8 +9,15 @@ import torch
 import torch._dynamo
 import torch.nn.functional as F
 
-from rewardkit.engine.attention import VARLEN
-from rewardkit.engine.batching import PackedBatch, pack, token_budget_batches
+from rewardkit.engine.attention import VARLEN, KeyPlan, LayerKV
+from rewardkit.engine.batching import (
+    PackedBatch,
+    group_cost,
+    pack,
+    pack_groups,
+    pool_index,
+    token_budget_batches,
+)
 from rewardkit.models.reference import attention_implementation
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,23 @@ def auto_token_budget(model: torch.nn.Module, device: torch.device) -> int:
     return max(1024, min(budget, 65536)) // 256 * 256
 
 
+def apply_head(
+    model: torch.nn.Module,
+    pooled: torch.Tensor,
+    *,
+    output_index: int = 0,
+    head_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The reward head on pooled final hidden states: (B, D) → (B,)."""
+    head = model.score
+    w = head.weight[output_index]  # (D,)
+    bias = None if head.bias is None else head.bias[output_index : output_index + 1]
+    dtype = head_dtype or w.dtype
+    pooled, w = pooled.to(dtype), w.to(dtype)  # no-ops when already in the head's dtype
+    bias = None if bias is None else bias.to(dtype)
+    return F.linear(pooled, w[None], bias)[:, 0]
+
+
 def packed_rewards(
     model: torch.nn.Module,
     batch: PackedBatch,
@@ -53,24 +77,68 @@ def packed_rewards(
     only at each sequence's pooled token. Differentiable (the trainer uses it too).
     """
     backbone = getattr(model, model.base_model_prefix)
+    keys = {} if batch.keys is None else {"rewardkit_keys": batch.keys}
     with attention_implementation(model, VARLEN):
         hidden = backbone(
             input_ids=batch.input_ids[None],  # (1, T)
             position_ids=batch.position_ids[None],
             use_cache=False,
             cu_seq_lens_q=batch.cu_seqlens,
-            cu_seq_lens_k=batch.cu_seqlens,
             max_length_q=batch.max_seqlen,
-            max_length_k=batch.max_seqlen,
+            **keys,
         ).last_hidden_state[0]  # (T, D)
     pooled = hidden.index_select(0, batch.read_index)  # (B, D)
-    head = model.score
-    w = head.weight[output_index]  # (D,)
-    bias = None if head.bias is None else head.bias[output_index : output_index + 1]
-    dtype = head_dtype or w.dtype
-    pooled, w = pooled.to(dtype), w.to(dtype)  # no-ops when already in the head's dtype
-    bias = None if bias is None else bias.to(dtype)
-    return F.linear(pooled, w[None], bias)[:, 0]  # (B,)
+    return apply_head(model, pooled, output_index=output_index, head_dtype=head_dtype)
+
+
+def chunked_reward(
+    model: torch.nn.Module,
+    ids: Sequence[int],
+    chunk: int,
+    *,
+    output_index: int = 0,
+    head_dtype: torch.dtype | None = None,
+    pad_token_id: int | None = None,
+) -> torch.Tensor:
+    """Reward of one sequence longer than a batch, computed layer by layer in chunks: (1,).
+
+    Layer-major chunked prefill: for each decoder layer, the sequence's hidden states go through
+    in chunks of ``chunk`` tokens, each chunk attending to the keys/values of every earlier chunk
+    of that layer (kept in a `LayerKV`), and overwrite themselves with the layer's output. The
+    same forward as one pass, with memory bounded by the hidden states (T·D), one layer's
+    keys/values (T·2·kv·hd) and one chunk's activations — a 128k-token conversation fits beside
+    a 32B model on one 80 GB GPU. Layers run uncompiled here (chunks vary in length).
+    """
+    backbone = getattr(model, model.base_model_prefix)
+    cfg = model.config
+    device = next(model.parameters()).device
+    n = len(ids)
+    x = backbone.embed_tokens(torch.tensor(ids, device=device)[None])[0]  # (T, D)
+    pos = torch.arange(n, device=device)[None]
+    cos, sin = backbone.rotary_emb(x[None], pos)  # (1, T, hd) each
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    cache = LayerKV(n, kv, hd, dtype=x.dtype, device=device)
+    with attention_implementation(model, VARLEN):
+        for layer in backbone.layers:
+            for s in range(0, n, chunk):
+                e = min(n, s + chunk)
+                plan = KeyPlan(
+                    cu_seqlens_k=torch.tensor([0, e], dtype=torch.int32, device=device),
+                    max_seqlen_k=e,
+                    cache=cache,
+                )
+                x[s:e] = layer.forward(
+                    x[None, s:e],
+                    position_embeddings=(cos[:, s:e], sin[:, s:e]),
+                    position_ids=pos[:, s:e],
+                    cu_seq_lens_q=torch.tensor([0, e - s], dtype=torch.int32, device=device),
+                    max_length_q=e - s,
+                    rewardkit_keys=plan,
+                )[0]
+    j = pool_index(ids, pad_token_id)
+    pooled = backbone.norm(x[j : j + 1])  # (1, D): the final norm is per token
+    return apply_head(model, pooled, output_index=output_index, head_dtype=head_dtype)
 
 
 def set_compiled(model: torch.nn.Module, enabled: bool) -> int:
@@ -136,27 +204,79 @@ class ScoringEngine:
             self.model, batch.to(self.device), output_index=self.output_index, head_dtype=self.head_dtype
         )
 
-    def _run(self, seqs: Sequence[Sequence[int]], idx: list[int]) -> list[tuple[list[int], torch.Tensor]]:
-        """Runs one planned batch; on out-of-memory splits it in two and retries each half."""
+    @torch.inference_mode()
+    def _forward_long(self, ids: Sequence[int]) -> torch.Tensor:
+        return chunked_reward(
+            self.model,
+            ids,
+            self.token_budget,
+            output_index=self.output_index,
+            head_dtype=self.head_dtype,
+            pad_token_id=self.pad_token_id,
+        )
+
+    def _run(
+        self, seqs: Sequence[Sequence[int]], units: list[list[int]]
+    ) -> list[tuple[list[int], torch.Tensor]]:
+        """Runs one planned batch of units (groups of sequence indices sharing a prefix; mostly
+        single sequences). On out-of-memory, splits the batch in two and retries each half."""
+        flat = [i for u in units for i in u]
         try:
-            return [(idx, self.forward_batch(pack([seqs[i] for i in idx], self.pad_token_id)))]
+            if len(units) == 1 and len(units[0]) == 1 and len(seqs[flat[0]]) > self.token_budget:
+                return [(flat, self._forward_long(seqs[flat[0]]))]
+            if all(len(u) == 1 for u in units):
+                batch = pack([seqs[i] for i in flat], self.pad_token_id)
+            else:
+                batch = pack_groups([[seqs[i] for i in u] for u in units], self.pad_token_id)
+            return [(flat, self.forward_batch(batch))]
         except torch._dynamo.exc.BackendCompilerFailed as e:
             log.warning("compiling the decoder layers failed (%s); running them eagerly", e)
             set_compiled(self.model, False)
             self.compiled = False
-            return self._run(seqs, idx)
+            return self._run(seqs, units)
         except torch.OutOfMemoryError:
-            if len(idx) == 1:
+            if len(flat) == 1:
                 raise
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            half = len(idx) // 2
             log.warning(
                 "out of memory on a batch of %d sequences (%d tokens); splitting it in two",
-                len(idx),
-                sum(len(seqs[i]) for i in idx),
+                len(flat),
+                sum(len(seqs[i]) for i in flat),
             )
-            return self._run(seqs, idx[:half]) + self._run(seqs, idx[half:])
+            if len(units) == 1:  # one group: score its sequences separately
+                units = [[i] for i in flat]
+            half = len(units) // 2
+            return self._run(seqs, units[:half]) + self._run(seqs, units[half:])
+
+    def _score_units(
+        self, seqs: Sequence[Sequence[int]], units: list[list[int]], progress: ProgressFn | None
+    ) -> list[float]:
+        if not seqs:
+            return []
+        if min(len(s) for s in seqs) == 0:
+            raise ValueError("cannot score an empty token sequence")
+        # A group too large for one batch is scored as separate sequences; a single sequence
+        # too large for one batch takes the chunked path (a batch of its own).
+        fitted: list[list[int]] = []
+        for u in units:
+            if len(u) > 1 and group_cost([seqs[i] for i in u]) > self.token_budget:
+                fitted.extend([i] for i in u)
+            else:
+                fitted.append(u)
+        costs = [group_cost([seqs[i] for i in u]) for u in fitted]
+        done: list[tuple[list[int], torch.Tensor]] = []
+        for batch in token_budget_batches(costs, self.token_budget):
+            group = [fitted[b] for b in batch]
+            done.extend(self._run(seqs, group))
+            if progress is not None:
+                progress(sum(len(u) for u in group), sum(len(seqs[i]) for u in group for i in u))
+        # One host sync for the whole call.
+        order = torch.tensor([i for idx, _ in done for i in idx])
+        values = torch.cat([r for _, r in done]).float().cpu()
+        out = torch.empty(len(seqs))
+        out[order] = values
+        return out.tolist()
 
     def score_ids(self, seqs: Sequence[Sequence[int]], *, progress: ProgressFn | None = None) -> list[float]:
         """Rewards for token sequences, in input order.
@@ -165,19 +285,20 @@ class ScoringEngine:
             seqs: token id sequences, each non-empty.
             progress: called after each batch with (sequences, tokens) of that batch.
         """
-        if not seqs:
-            return []
-        lens = [len(s) for s in seqs]
-        if min(lens) == 0:
-            raise ValueError("cannot score an empty token sequence")
-        done: list[tuple[list[int], torch.Tensor]] = []
-        for idx in token_budget_batches(lens, self.token_budget):
-            done.extend(self._run(seqs, idx))
-            if progress is not None:
-                progress(len(idx), sum(lens[i] for i in idx))
-        # One host sync for the whole call.
-        order = torch.tensor([i for idx, _ in done for i in idx])
-        values = torch.cat([r for _, r in done]).float().cpu()
-        out = torch.empty(len(seqs))
-        out[order] = values
-        return out.tolist()
+        return self._score_units(seqs, [[i] for i in range(len(seqs))], progress)
+
+    def score_groups(
+        self, groups: Sequence[Sequence[Sequence[int]]], *, progress: ProgressFn | None = None
+    ) -> list[list[float]]:
+        """Rewards for groups of sequences that share a prefix (K responses to one prompt).
+
+        Each group's common token prefix is computed once (see `pack_groups`); the rewards equal
+        scoring every sequence alone.
+        """
+        flat = [s for g in groups for s in g]
+        units, start = [], 0
+        for g in groups:
+            units.append(list(range(start, start + len(g))))
+            start += len(g)
+        rewards = self._score_units(flat, [u for u in units if u], progress)
+        return [[rewards[i] for i in u] for u in units]
