@@ -1,0 +1,192 @@
+"""Reward-model training throughput: tokens/s per GPU, MFU and peak memory of rewardkit's trainer step.
+
+Builds a random-weight ``Qwen2ForSequenceClassification`` of real shapes (weights do not change
+speed) directly on the meta device, shards it with the trainer's FSDP2 function, and times the
+trainer's own optimizer step (`rewardkit.train.step.PairStep`: packed chosen+rejected streams,
+accumulation to the global batch, AdamW, clipping) on synthetic preference pairs.
+
+    torchrun --nproc-per-node 4 bench/train_bench.py --size 7b --steps 8
+    python bench/train_bench.py --size tiny --steps 2 --global-batch-size 8   # CPU smoke run
+
+MFU counts useful FLOPs only (6·N per token + causal attention; activation recompute excluded)
+against the card's dense bf16 peak (`rewardkit.train.metrics.PEAK_BF16_TFLOPS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForSequenceClassification, Qwen2Config
+
+from rewardkit.engine.attention import VARLEN
+from rewardkit.engine.engine import set_compiled
+from rewardkit.train.data import TokenPairs
+from rewardkit.train.distributed import PairRewards, close_distributed, init_distributed, shard_model
+from rewardkit.train.metrics import FlopCounter, peak_tflops
+from rewardkit.train.modeling import enable_activation_checkpointing, matmul_params
+from rewardkit.train.step import PairStep, make_optimizer
+
+SIZES = {
+    # Qwen2.5-32B-Instruct shapes
+    "32b": dict(hidden_size=5120, intermediate_size=27648, num_hidden_layers=64, num_attention_heads=40,
+                num_key_value_heads=8, vocab_size=152064),
+    # Qwen2.5-7B-Instruct shapes
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=152064),
+    # Qwen2.5-1.5B-Instruct shapes
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                 num_key_value_heads=2, vocab_size=151936),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512),
+}  # fmt: skip
+
+
+def build_model(size: str, device: torch.device) -> torch.nn.Module:
+    """Random fp32 master weights, allocated shard by shard (no full copy anywhere)."""
+    cfg = Qwen2Config(
+        **SIZES[size],
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        num_labels=1,
+        pad_token_id=0,
+    )
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.float32)
+    model.config._attn_implementation = VARLEN
+    return model
+
+
+def materialize(root: torch.nn.Module, model: torch.nn.Module, device: torch.device, seed: int) -> None:
+    """Allocates each rank's shards and fills them with N(0, 0.02); rebuilds rotary buffers."""
+    root.to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(seed + dist.get_rank())
+    with torch.no_grad():
+        for p in root.parameters():
+            local = p.to_local() if hasattr(p, "to_local") else p
+            local.normal_(0.0, 0.02, generator=g)
+    for name, mod in list(model.named_modules()):
+        if hasattr(mod, "inv_freq"):  # non-persistent buffers: recompute them on the device
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], type(mod)(model.config).to(device))
+
+
+def workload(n_pairs: int, *, median: int, sigma: float, max_len: int, vocab: int, seed: int) -> TokenPairs:
+    """Pairs of random-token conversations, lengths lognormal (a shared prompt is not modelled)."""
+    g = torch.Generator().manual_seed(seed)
+    lens = (
+        torch.exp(math.log(median) + sigma * torch.randn(2 * n_pairs, generator=g)).clamp(16, max_len).long()
+    )
+    seqs = [torch.randint(1, vocab, (int(n),), generator=g).tolist() for n in lens]
+    return TokenPairs(chosen=seqs[0::2], rejected=seqs[1::2], strength=[1.0] * n_pairs)
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak device memory of this process (CUDA allocator), or peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=sorted(SIZES), default="7b")
+    ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--global-batch-size", type=int, default=128, help="pairs per step over all ranks")
+    ap.add_argument("--micro-batch-tokens", type=int, default=16384)
+    ap.add_argument("--median-len", type=int, default=1024, help="median tokens of one conversation")
+    ap.add_argument("--sigma", type=float, default=0.6, help="lognormal spread of lengths")
+    ap.add_argument("--max-len", type=int, default=4096)
+    ap.add_argument("--no-ac", action="store_true", help="no activation checkpointing")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (the engine's)")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 mixed precision")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", default=None, help="write the result here (rank 0)")
+    args = ap.parse_args()
+
+    env = init_distributed(args.device)
+    cuda = env.device.type == "cuda"
+    bf16 = cuda and not args.fp32
+    model = build_model(args.size, env.device)
+    flops = FlopCounter(model.config, matmul_params(model))
+    model.train()
+    if args.compile:
+        set_compiled(model, True)
+    if not args.no_ac:
+        enable_activation_checkpointing(model)
+    root = PairRewards(model)
+    shard_model(root, model, device=env.device, param_dtype=torch.bfloat16 if bf16 else None)
+    materialize(root, model, env.device, seed=0)
+    opt, sched = make_optimizer(
+        root.parameters(), lr=2e-6, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.1, warmup_steps=10
+    )
+    step = PairStep(
+        root, opt, sched, device=env.device, rank=env.rank, world=env.world, loss_name="bt",
+        reward_centering=0.0, token_budget=args.micro_batch_tokens, pad_token_id=None, flops=flops,
+        grad_clip=1.0,
+    )  # fmt: skip
+    total = args.warmup + args.steps
+    data = workload(
+        args.global_batch_size * total, median=args.median_len, sigma=args.sigma, max_len=args.max_len,
+        vocab=model.config.vocab_size, seed=1,
+    )  # fmt: skip
+    stats = []
+    for i in range(total):
+        if i == args.warmup and cuda:
+            torch.cuda.reset_peak_memory_stats(env.device)
+        batch = list(range(i * args.global_batch_size, (i + 1) * args.global_batch_size))
+        s = step.train(data, batch)
+        if i >= args.warmup:
+            stats.append(s)
+        if env.is_main:
+            print(
+                f"step {i + 1}/{total}: {s.seconds:.2f}s {s.tokens} tokens loss {s.loss:.4f}", file=sys.stderr
+            )
+    mem = torch.tensor([peak_memory_gib(env.device)], dtype=torch.float64, device=env.device)
+    dist.all_reduce(mem, op=dist.ReduceOp.MAX)
+    seconds = sum(s.seconds for s in stats)
+    tokens = sum(s.tokens for s in stats)
+    peak = peak_tflops(env.device) if bf16 else None
+    result = {
+        "size": args.size,
+        "params": matmul_params(model) + model.get_input_embeddings().weight.numel(),
+        "world": env.world,
+        "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
+        "torch": torch.__version__,
+        "precision": "bf16-mixed" if bf16 else "fp32",
+        "activation_checkpointing": not args.no_ac,
+        "compile": args.compile,
+        "global_batch_size": args.global_batch_size,
+        "micro_batch_tokens": args.micro_batch_tokens,
+        "median_len": args.median_len,
+        "timed_steps": len(stats),
+        "tokens_per_step": tokens / len(stats),
+        "seconds_per_step": seconds / len(stats),
+        "tokens_per_s_per_gpu": tokens / seconds / env.world,
+        "tflops_per_gpu": sum(s.flops for s in stats) / seconds / env.world / 1e12,
+        "mfu": sum(s.flops for s in stats) / seconds / env.world / (peak * 1e12) if peak else None,
+        "peak_memory_gib": mem.item(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if env.is_main:
+        width = max(map(len, result))
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    close_distributed(env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Run a benchmark: score its items through `RewardModel`, write and read score files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rewardkit.data.io import JsonlWriter, iter_raw
+from rewardkit.engine.engine import ProgressFn
+from rewardkit.errors import InputError, RewardkitError
+from rewardkit.eval.base import Benchmark, Item, OnError
+from rewardkit.eval.helpsteer3 import HelpSteer3
+from rewardkit.eval.judgebench import JudgeBench
+from rewardkit.eval.rewardbench import RewardBench
+from rewardkit.eval.rmbench import RMBench
+from rewardkit.models.templating import Encoded
+
+if TYPE_CHECKING:
+    from rewardkit.api import RewardModel
+
+log = logging.getLogger(__name__)
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (RMBench(), JudgeBench(), HelpSteer3(), RewardBench())}
+MAX_LISTED = 20
+SCORES_FORMAT = 1
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise RewardkitError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+@dataclass(kw_only=True)
+class ScoredItems:
+    """Score rows of the scored items, with how their inputs were tokenized.
+
+    Args:
+        rows: one score row per scored item, in item order.
+        conversations: conversations scored.
+        tokens: tokens scored in total.
+        truncated_items: items with at least one conversation shortened by the length policy.
+        truncated_conversations: conversations shortened by the length policy.
+        skipped: items left out because a conversation could not be scored (``on_error=skip``).
+    """
+
+    rows: list[dict[str, Any]]
+    conversations: int
+    tokens: int
+    truncated_items: int
+    truncated_conversations: int
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _item_label(meta: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in meta.items() if k in ("id", "pair_id", "domain", "subset"))
+
+
+def score_items(
+    rm: RewardModel,
+    bench: Benchmark,
+    items: Sequence[Item],
+    *,
+    on_error: OnError = "raise",
+    progress: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ScoredItems:
+    """Tokenizes every conversation of every item with the model's template and length policy,
+    then scores them all in one engine call (so the engine packs and length-sorts them).
+
+    Args:
+        on_start: called with the number of conversations about to be scored.
+        progress: the engine's per-batch callback (conversations, tokens).
+
+    Raises:
+        RewardkitError: some item cannot be scored and ``on_error`` is ``raise``; lists them.
+    """
+    # 1. Tokenize everything at once; over-long conversations come back as InputErrors.
+    encoded = rm.encode([c for it in items for c in it.conversations])
+    per_item: list[list[Encoded | InputError]] = []
+    pos = 0
+    for it in items:
+        per_item.append(encoded[pos : pos + len(it.conversations)])
+        pos += len(it.conversations)
+    # 2. Set aside the items that cannot be scored.
+    good: list[tuple[Item, list[Encoded]]] = []
+    skipped: list[dict[str, Any]] = []
+    for it, encs in zip(items, per_item, strict=True):
+        bad = [(k, e) for k, e in enumerate(encs) if isinstance(e, InputError)]
+        if bad:
+            k, e = bad[0]
+            skipped.append({**it.meta, "conversation": k, "error": e.message})  # type: ignore[union-attr]
+        else:
+            good.append((it, encs))  # type: ignore[arg-type]
+    if skipped and on_error == "raise":
+        shown = "\n  ".join(
+            f"{_item_label(s)} (conversation {s['conversation']}): {s['error']}" for s in skipped[:MAX_LISTED]
+        )
+        more = f"\n  ... and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
+        raise RewardkitError(
+            f"{len(skipped)} of {len(items)} {bench.name} items cannot be scored; nothing was scored:\n"
+            f"  {shown}{more}\nuse --truncation left (drop the oldest context), a larger --max-length, "
+            "or --on-error skip to leave these items out (the report counts them)"
+        )
+    if skipped:
+        log.warning(
+            "%d %s item(s) cannot be scored and are left out of the metrics", len(skipped), bench.name
+        )
+    # 3. One scoring call for all conversations.
+    flat = [e for _, encs in good for e in encs]
+    if on_start is not None:
+        on_start(len(flat))
+    scored = rm.score_encoded(flat, progress=progress)
+    rows, j = [], 0
+    trunc_items = 0
+    for it, encs in good:
+        mine = scored[j : j + len(encs)]
+        j += len(encs)
+        rows.append(bench.row(it, [s.reward for s in mine]))
+        trunc_items += any(s.truncated_tokens > 0 for s in mine)
+    return ScoredItems(
+        rows=rows,
+        conversations=len(flat),
+        tokens=sum(s.num_tokens for s in scored),
+        truncated_items=trunc_items,
+        truncated_conversations=sum(s.truncated_tokens > 0 for s in scored),
+        skipped=skipped,
+    )
+
+
+def write_scores(path: str | Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> Path:
+    """Writes a score file (JSONL, one row per item) and its ``.meta.json`` sidecar."""
+    meta = {"rewardkit_scores": SCORES_FORMAT, **meta}
+    with JsonlWriter(path, meta, overwrite=True) as w:
+        w.write(rows)
+    return Path(path)
+
+
+def scores_meta(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar written with a score file, if there is one."""
+    meta = Path(f"{path}.meta.json")
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+
+
+def read_scores(bench: Benchmark, path: str | Path) -> list[dict[str, Any]]:
+    """Reads and validates a score file; every invalid row is listed with file, line and field.
+
+    Raises:
+        RewardkitError: the file is missing, was written for another benchmark, or has invalid rows.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RewardkitError(f"--scores: file not found: {p}")
+    meta = scores_meta(p)
+    if meta is not None and meta.get("bench") not in (None, bench.name):
+        raise RewardkitError(f"{p} holds {meta['bench']} scores, not {bench.name}")
+    rows: list[dict[str, Any]] = []
+    errors: list[InputError] = []
+    for line, obj in iter_raw(p):
+        try:
+            if isinstance(obj, InputError):
+                raise obj
+            rows.append(bench.check_row(obj, source=str(p), line=line))
+        except InputError as e:
+            errors.append(e)
+    if errors:
+        shown = "\n  ".join(e.describe() for e in errors[:MAX_LISTED])
+        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+        raise RewardkitError(f"{len(errors)} invalid row(s) in {p}:\n  {shown}{more}")
+    if not rows:
+        raise RewardkitError(f"{p} has no score rows")
+    return rows

@@ -1,0 +1,158 @@
+"""One optimizer step over a global batch of pairs, and one validation pass: the hot loop that the
+trainer and ``bench/train_bench.py`` share."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rewardkit.train.data import MicroBatch, TokenPairs, collate, plan_micro_batches
+from rewardkit.train.distributed import all_reduce_sum
+from rewardkit.train.loss import LossName, pair_losses
+from rewardkit.train.metrics import FlopCounter
+
+
+def make_optimizer(
+    params: Iterable[nn.Parameter],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    warmup_steps: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (decoupled weight decay on every parameter) and a linear warmup to ``lr``, then
+    constant: the HelpSteer3 recipe's schedule."""
+    opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    warm = warmup_steps
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepStats:
+    """Totals over all ranks of one step (fillers excluded)."""
+
+    loss: float  # mean per-pair loss of the global batch
+    accuracy: float  # share of pairs with r_chosen > r_rejected
+    pairs: int
+    tokens: int
+    flops: float
+    grad_norm: float
+    lr: float
+    seconds: float
+
+
+class PairStep:
+    """Runs forward/backward over this rank's micro-batches, then clips and steps the optimizer.
+
+    Args:
+        root: the sharded `PairRewards` module.
+        optimizer: over ``root``'s parameters.
+        scheduler: stepped once per optimizer step.
+        device: this rank's device.
+        rank: this rank; world: the number of ranks.
+        loss_name: ``bt``, ``scaled_bt`` or ``margin_bt``.
+        reward_centering: λ of the centring term.
+        token_budget: tokens per packed micro-batch.
+        pad_token_id: where the head reads (see `rewardkit.engine.batching.pool_index`).
+        flops: FLOPs of a micro-batch, for MFU.
+        grad_clip: global gradient-norm limit (0: none).
+    """
+
+    def __init__(
+        self,
+        root: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        *,
+        device: torch.device,
+        rank: int,
+        world: int,
+        loss_name: LossName,
+        reward_centering: float,
+        token_budget: int,
+        pad_token_id: int | None,
+        flops: FlopCounter,
+        grad_clip: float,
+    ) -> None:
+        self.root, self.optimizer, self.scheduler = root, optimizer, scheduler
+        self.device, self.rank, self.world = device, rank, world
+        self.loss_name, self.reward_centering = loss_name, reward_centering
+        self.token_budget, self.pad_token_id = token_budget, pad_token_id
+        self.flops, self.grad_clip = flops, grad_clip
+
+    def forward(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Σ loss and Σ correct of one micro-batch (0-d tensors on the device; no host sync)."""
+        rewards = self.root(mb.packed.to(self.device)).view(-1, 2)  # (P, 2): chosen, rejected
+        chosen, rejected = rewards[:, 0], rewards[:, 1]
+        strength = mb.strength.to(self.device)
+        losses = pair_losses(self.loss_name, chosen, rejected, strength, center_coef=self.reward_centering)
+        return losses.sum(), (chosen > rejected).sum().to(losses.dtype).detach()
+
+    def train(self, data: TokenPairs, batch: Sequence[int]) -> StepStats:
+        """One optimizer step on the global batch ``batch`` (pair indices into ``data``)."""
+        t0 = time.perf_counter()
+        plan = plan_micro_batches(
+            batch, data.lengths, rank=self.rank, world=self.world, token_budget=self.token_budget
+        )
+        # Each rank's loss is its share of Σ loss / |batch|; FSDP divides gradients by the world
+        # size when it averages them, hence the factor.
+        scale = self.world / len(batch)
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # Σ loss, Σ correct
+        pairs = tokens = 0
+        flops = 0.0
+        for indices, weight in plan:
+            mb = collate(data, indices, weight, self.pad_token_id)
+            loss_sum, correct = self.forward(mb)
+            (loss_sum * (weight * scale)).backward()
+            sums += torch.stack([loss_sum.detach(), correct]).double() * weight
+            if weight:
+                pairs += mb.num_pairs
+                tokens += mb.packed.num_tokens
+                flops += self.flops(mb.packed.cu_seqlens.diff().tolist())
+        clip = self.grad_clip if self.grad_clip > 0 else math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.root.parameters(), clip)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, correct, pairs, tokens, flops = all_reduce_sum(
+            [*sums.tolist(), pairs, tokens, flops], self.device
+        )
+        return StepStats(
+            loss=loss / pairs,
+            accuracy=correct / pairs,
+            pairs=int(pairs),
+            tokens=int(tokens),
+            flops=flops,
+            grad_norm=float(grad_norm),
+            lr=lr,
+            seconds=time.perf_counter() - t0,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, data: TokenPairs) -> tuple[float, float, int]:
+        """(mean loss, accuracy, pairs) over all of ``data``, shared among the ranks."""
+        plan = plan_micro_batches(
+            list(range(len(data))),
+            data.lengths,
+            rank=self.rank,
+            world=self.world,
+            token_budget=self.token_budget,
+        )
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        pairs = 0
+        for indices, weight in plan:
+            mb = collate(data, indices, weight, self.pad_token_id)
+            loss_sum, correct = self.forward(mb)
+            sums += torch.stack([loss_sum, correct]).double() * weight
+            pairs += mb.num_pairs if weight else 0
+        loss, correct, total = all_reduce_sum([*sums.tolist(), pairs], self.device)
+        return loss / total, correct / total, int(total)

@@ -1,0 +1,103 @@
+"""Fixtures for training tests: a tiny causal LM and a generated, learnable preference task."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from rewardkit.models.tiny import byte_tokenizer
+
+GOOD, BAD = "abcde", "vwxyz"
+
+
+def task_record(rng: random.Random, i: int) -> dict:
+    """A HelpSteer3-shaped pair: the better response is written in the letters a-e, the worse in
+    v-z, so a tiny model can learn it in a few steps; the side and strength are random."""
+    n = rng.randint(3, 8)
+    good = "".join(rng.choice(GOOD) for _ in range(n))
+    bad = "".join(rng.choice(BAD) for _ in range(n))
+    pref = rng.choice([-3, -2, -1, 1, 2, 3])
+    r1, r2 = (good, bad) if pref < 0 else (bad, good)
+    return {
+        "context": [{"role": "user", "content": f"q{i}"}],
+        "response1": r1,
+        "response2": r2,
+        "overall_preference": pref,
+    }
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny models run fastest on one thread; on a shared 2-core machine, more threads spin
+    against each other and make each step ~10x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """train.jsonl (160 pairs + 2 ties) and val.jsonl (64 pairs, other prompts)."""
+    d = tmp_path_factory.mktemp("task")
+    rng = random.Random(0)
+    train = [task_record(rng, i) for i in range(160)]
+    train[5]["overall_preference"] = 0
+    train[77]["overall_preference"] = 0
+    val = [task_record(rng, 1000 + i) for i in range(64)]
+    return {"train": write_jsonl(d / "train.jsonl", train), "val": write_jsonl(d / "val.jsonl", val)}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2ForCausalLM (no reward head) with the byte tokenizer and ChatML."""
+    out = tmp_path_factory.mktemp("tiny-lm")
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    Qwen2ForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def base_config(tiny_lm_dir: Path, task: dict[str, Path], tmp_path: Path) -> dict:
+    """Fast settings for the tiny task (high lr, small batches); tests override what they test."""
+    return {
+        "model": str(tiny_lm_dir),
+        "data": str(task["train"]),
+        "output": str(tmp_path / "run"),
+        "lr": 1e-3,
+        "warmup_steps": 1,
+        "global_batch_size": 8,
+        "micro_batch_tokens": 256,
+        "save_every": 0,
+        "eval_every": 0,
+        "tensorboard": False,
+        "device": "cpu",
+    }
+
+
+@pytest.fixture()
+def jsonl(tmp_path: Path):
+    """Writes rows to ``tmp_path/name`` as JSONL and returns the path."""
+    return lambda name, rows: write_jsonl(tmp_path / name, rows)

@@ -1,0 +1,220 @@
+"""End-to-end training on CPU (one process): learning, parameter updates, resume, export."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig
+
+from rewardkit import cli
+from rewardkit.api import RewardModel
+from rewardkit.data.conversation import Conversation
+from rewardkit.engine.batching import pack
+from rewardkit.train import TrainConfig, Trainer, train
+from rewardkit.train.metrics import peak_tflops, read_metrics
+
+PROBES = [
+    Conversation.from_prompt("q5000", "abcdeab"),
+    Conversation.from_prompt("q5000", "vwxyzvw"),
+    Conversation.from_prompt("another prompt", "ccc"),
+]
+
+
+@dataclass
+class Trained:
+    export: Path
+    output: Path
+    probe_rewards: list[float]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_lm_dir: Path, task: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A causal LM trained on the generated task; rewards of PROBES from the live (sharded) model."""
+    out = tmp_path_factory.mktemp("trained")
+    cfg = TrainConfig(
+        model=str(tiny_lm_dir),
+        data=str(task["train"]),
+        val_data=str(task["val"]),
+        output=str(out),
+        lr=1e-3,
+        warmup_steps=1,
+        global_batch_size=16,
+        max_steps=6,
+        micro_batch_tokens=512,
+        eval_every=3,
+        save_every=0,
+        tensorboard=False,
+        device="cpu",
+    )
+    t = Trainer(cfg)
+    try:
+        t.setup()
+        export = t.fit()
+        with torch.no_grad():
+            ids = [t.chat.encode_one(c).ids for c in PROBES]
+            rewards = t.root(pack(ids, t.pad_token_id)).tolist()
+    finally:
+        t.close()
+    return Trained(export=export, output=out, probe_rewards=rewards)
+
+
+def test_learns_the_task_held_out(trained: Trained) -> None:
+    rows = read_metrics(trained.output)
+    val = [r for r in rows if "val_accuracy" in r]
+    assert [r["step"] for r in val] == [3, 6]
+    assert val[-1]["val_pairs"] == 64
+    assert val[-1]["val_accuracy"] >= 0.95
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 7))
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert all(r["pairs"] == 16 and r["tokens"] > 0 and r["tokens_per_s_per_gpu"] > 0 for r in train_rows)
+    assert "mfu" not in train_rows[0]  # no known peak FLOP/s on a CPU
+
+
+def test_export_is_a_reward_model_with_the_same_rewards(trained: Trained) -> None:
+    config = AutoConfig.from_pretrained(trained.export)
+    assert config.num_labels == 1 and config.architectures == ["Qwen2ForSequenceClassification"]
+    assert (trained.export / "model.safetensors").is_file()
+    rm = RewardModel.load(trained.export, device="cpu")
+    assert rm.tokenizer.chat_template  # the template travels with the model
+    # fp32 throughout; packed varlen vs the loader's path differ only by float summation order.
+    assert rm.score(PROBES) == pytest.approx(trained.probe_rewards, abs=1e-5)
+    assert trained.probe_rewards[0] > trained.probe_rewards[1]  # it learned a-e over v-z
+
+
+def test_rewardkit_score_reads_the_export(trained: Trained, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        [
+            "score",
+            "--model",
+            str(trained.export),
+            "--device",
+            "cpu",
+            "--prompt",
+            "q5000",
+            "--response",
+            "abcdeab",
+            "--response",
+            "vwxyzvw",
+        ]
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["reward"] for r in rows] == pytest.approx(trained.probe_rewards[:2], abs=1e-5)
+
+
+def test_new_head_is_small_and_reward_model_head_is_kept(
+    tiny_lm_dir: Path, tiny_model_dir: Path, base_config: dict
+) -> None:
+    for model, check in ((tiny_lm_dir, "new"), (tiny_model_dir, "kept")):
+        t = Trainer(TrainConfig(**{**base_config, "model": str(model)}))
+        try:
+            t.setup()
+            w = t.model.score.weight.full_tensor().detach()
+        finally:
+            t.close()
+        if check == "new":
+            assert w.std().item() == pytest.approx(1 / math.sqrt(64), rel=0.25)
+        else:
+            saved = load_file(str(tiny_model_dir / "model.safetensors"))["score.weight"]
+            assert torch.equal(w, saved)
+
+
+def test_every_trainable_parameter_changes(base_config: dict) -> None:
+    t = Trainer(TrainConfig(**{**base_config, "weight_decay": 0.0}))  # no decay: only gradients move
+    try:
+        t.setup()
+        before = {n: p.full_tensor().detach().clone() for n, p in t.root.named_parameters()}
+        t.train_step()
+        after = {n: p.full_tensor().detach() for n, p in t.root.named_parameters()}
+    finally:
+        t.close()
+    assert len(before) > 20 and any(n.endswith("score.weight") for n in before)
+    unchanged = [n for n in before if torch.equal(before[n], after[n])]
+    assert unchanged == []
+
+
+def test_resume_continues_the_same_loss_curve(base_config: dict, tmp_path: Path) -> None:
+    common = {**base_config, "max_pairs": 48, "save_every": 2, "export": False}
+    train({**common, "output": str(tmp_path / "full"), "max_steps": 4})
+    train({**common, "output": str(tmp_path / "cut"), "max_steps": 2})
+    train({**common, "output": str(tmp_path / "cut"), "max_steps": 4, "resume": "latest"})
+    full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4]
+    assert [r["loss"] for r in cut] == pytest.approx([r["loss"] for r in full], abs=1e-6)
+    assert [r["grad_norm"] for r in cut] == pytest.approx([r["grad_norm"] for r in full], abs=1e-5)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == [
+        "step-000002",
+        "step-000004",
+    ]
+
+
+def test_resume_refuses_other_data_order(base_config: dict, tmp_path: Path) -> None:
+    from rewardkit.errors import ConfigError
+
+    common = {**base_config, "max_pairs": 16, "output": str(tmp_path / "r"), "export": False}
+    train({**common, "max_steps": 1})
+    with pytest.raises(ConfigError, match=r"already holds checkpoints \(step-000001\); pass --resume"):
+        train({**common, "max_steps": 2})
+    with pytest.raises(ConfigError, match=r"global_batch_size: checkpoint 8, now 4"):
+        train({**common, "max_steps": 2, "global_batch_size": 4, "resume": "latest"})
+
+
+def test_cli_train_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["train", "--model", "m", "--data", "d.jsonl", "--set", "lr_warmup=3", "--lr", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "lr_warmup: unknown option" in err and "lr (--lr): must be positive" in err
+
+
+def test_cli_train_with_yaml_config(base_config: dict, tmp_path: Path) -> None:
+    import yaml
+
+    y = tmp_path / "train.yaml"
+    y.write_text(yaml.safe_dump({**base_config, "max_steps": 5, "max_pairs": 16}))
+    out = tmp_path / "cli-run"
+    code = cli.main(["train", "--config", str(y), "--output", str(out), "--max-steps", "1", "--no-progress"])
+    assert code == 0
+    assert [r["step"] for r in read_metrics(out)] == [1]  # the flag beat the YAML's max_steps
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_tensorboard_required_but_missing(base_config: dict) -> None:
+    import importlib.util
+
+    from rewardkit.errors import ConfigError
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    with pytest.raises(
+        ConfigError, match=r"tensorboard \(--set tensorboard=...\): TensorBoard is not installed"
+    ):
+        train({**base_config, "tensorboard": True, "max_steps": 1})
+
+
+@pytest.mark.gpu
+def test_learns_on_gpu_in_bf16(base_config: dict, task: dict[str, Path]) -> None:
+    """The CUDA path: NCCL world of one, bf16 mixed precision, activation checkpointing, varlen_attn."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    out = Path(base_config["output"])
+    export = train(
+        {
+            **base_config,
+            "device": "cuda",
+            "val_data": str(task["val"]),
+            "global_batch_size": 16,
+            "max_steps": 6,
+        }
+    )
+    rows = read_metrics(out)
+    assert rows[-1]["val_accuracy"] >= 0.95
+    if peak_tflops(torch.device("cuda")) is not None:  # a card in the peak table
+        assert 0 < rows[0]["mfu"] < 1
+    assert load_file(str(export / "model.safetensors"))["score.weight"].dtype == torch.bfloat16
