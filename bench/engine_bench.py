@@ -289,14 +289,14 @@ def main() -> None:
     print(json.dumps(out), flush=True)
     for w in a.workload:
         bench_workload(model, cfg, peak, w, a, out)
+    if a.groups:
+        group_scoring(model, out)
     if a.long:
         if a.memory_cap_gib:  # only for the long conversations: the others size to free memory
             total = torch.cuda.get_device_properties(0).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, a.memory_cap_gib * 2**30 / total))
         long_conversation(model, a.long, a.long_chunk, out)
         torch.cuda.set_per_process_memory_fraction(1.0)
-    if a.groups:
-        group_scoring(model, out)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"engine_{a.size}.json").write_text(json.dumps(out, indent=1, default=str))
 

@@ -88,8 +88,13 @@ class RewardModel:
         output_index: int | None = None,
         trust_remote_code: bool = False,
         token_budget: int | None = None,
+        reward_head: str | None = None,
     ) -> RewardModel:
-        """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`."""
+        """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`.
+
+        ``reward_head`` (``sequence-classification`` or ``lm-logit:TOKEN_ID``) defaults to the one
+        the checkpoint implies; see `rewardkit.models.loading.resolve_reward_head`.
+        """
         name = str(model)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -97,16 +102,19 @@ class RewardModel:
         tok, template = load_tokenizer(
             name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
         )
-        net, out_idx = load_model(
+        net, out_idx, head = load_model(
             name,
             revision=revision,
             device=dev,
             dtype=dt,
             trust_remote_code=trust_remote_code,
             output_index=output_index,
+            reward_head=reward_head,
         )
         limit = max_length if max_length is not None else default_max_length(net.config, tok)
-        engine = ScoringEngine(net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt)
+        engine = ScoringEngine(
+            net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head
+        )
         spec = ScoringSpec(
             model=name,
             revision=revision,
@@ -116,6 +124,7 @@ class RewardModel:
             dtype=dtype_name(dt),
             head_dtype=dtype_name(engine.head_dtype),
             output_index=out_idx,
+            head=head,
         )
         chat = ChatTokenizer(tok, max_length=limit, truncation=truncation)
         return cls(model=net, chat=chat, engine=engine, spec=spec)

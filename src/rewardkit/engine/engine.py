@@ -18,6 +18,7 @@ from rewardkit.engine.batching import (
     pool_index,
     token_budget_batches,
 )
+from rewardkit.models.loading import SEQUENCE_CLASSIFICATION, lm_logit_token
 from rewardkit.models.reference import attention_implementation
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,34 @@ def auto_token_budget(model: torch.nn.Module, device: torch.device) -> int:
     return max(1024, min(budget, 65536)) // 256 * 256
 
 
+def head_linear(
+    model: torch.nn.Module, head: str = SEQUENCE_CLASSIFICATION
+) -> tuple[torch.nn.Module, int | None]:
+    """The linear layer holding the reward row, and the row if the head fixes it (else ``None``:
+    the row is the output index): ``model.score`` for ``sequence-classification``, the output
+    embedding (``lm_head``) and TOKEN_ID for ``lm-logit:TOKEN_ID``."""
+    token = lm_logit_token(head)
+    linear = getattr(model, "score", None) if token is None else model.get_output_embeddings()
+    return linear, token
+
+
 def apply_head(
     model: torch.nn.Module,
     pooled: torch.Tensor,
     *,
     output_index: int = 0,
     head_dtype: torch.dtype | None = None,
+    head: str = SEQUENCE_CLASSIFICATION,
 ) -> torch.Tensor:
-    """The reward head on pooled final hidden states: (B, D) → (B,)."""
-    head = model.score
-    w = head.weight[output_index]  # (D,)
-    bias = None if head.bias is None else head.bias[output_index : output_index + 1]
+    """The reward head on pooled final hidden states: (B, D) → (B,).
+
+    For ``lm-logit:TOKEN_ID`` this is the next-token logit of TOKEN_ID — one row of the output
+    embedding, never the full (B, V) vocabulary projection.
+    """
+    linear, token = head_linear(model, head)
+    row = output_index if token is None else token
+    w = linear.weight[row]  # (D,)
+    bias = None if linear.bias is None else linear.bias[row : row + 1]
     dtype = head_dtype or w.dtype
     pooled, w = pooled.to(dtype), w.to(dtype)  # no-ops when already in the head's dtype
     bias = None if bias is None else bias.to(dtype)
@@ -70,6 +88,7 @@ def packed_rewards(
     *,
     output_index: int = 0,
     head_dtype: torch.dtype | None = None,
+    head: str = SEQUENCE_CLASSIFICATION,
 ) -> torch.Tensor:
     """Rewards of the sequences packed in ``batch`` (already on the model's device): (B,).
 
@@ -88,7 +107,7 @@ def packed_rewards(
             **keys,
         ).last_hidden_state[0]  # (T, D)
     pooled = hidden.index_select(0, batch.read_index)  # (B, D)
-    return apply_head(model, pooled, output_index=output_index, head_dtype=head_dtype)
+    return apply_head(model, pooled, output_index=output_index, head_dtype=head_dtype, head=head)
 
 
 def chunked_reward(
@@ -99,6 +118,7 @@ def chunked_reward(
     output_index: int = 0,
     head_dtype: torch.dtype | None = None,
     pad_token_id: int | None = None,
+    head: str = SEQUENCE_CLASSIFICATION,
 ) -> torch.Tensor:
     """Reward of one sequence longer than a batch, computed layer by layer in chunks: (1,).
 
@@ -138,7 +158,7 @@ def chunked_reward(
                 )[0]
     j = pool_index(ids, pad_token_id)
     pooled = backbone.norm(x[j : j + 1])  # (1, D): the final norm is per token
-    return apply_head(model, pooled, output_index=output_index, head_dtype=head_dtype)
+    return apply_head(model, pooled, output_index=output_index, head_dtype=head_dtype, head=head)
 
 
 def set_compiled(model: torch.nn.Module, enabled: bool) -> int:
@@ -159,19 +179,22 @@ def set_compiled(model: torch.nn.Module, enabled: bool) -> int:
 
 
 class ScoringEngine:
-    """Scores token sequences with a ``*ForSequenceClassification`` model, packed.
+    """Scores token sequences with a reward model, packed.
 
     Sequences are sorted by length, cut into token-budget batches, each batch run as one
     padding-free stream with varlen causal attention; the head is applied only at each
-    sequence's pooled token. Gives the model card's ``logits[0][i]`` for every sequence.
+    sequence's pooled token. Gives the model card's ``logits[0][i]`` for every sequence (or,
+    with an ``lm-logit:TOKEN_ID`` head, the card's one-token ``generate`` ``scores[0][0][TOKEN_ID]``).
 
     Args:
-        model: a HF ``*ForSequenceClassification`` (``score`` head, ``base_model_prefix`` body).
-        output_index: which head output is the reward.
+        model: a HF ``*ForSequenceClassification`` (``score`` head) or, with an ``lm-logit`` head,
+            ``*ForCausalLM`` (output embedding ``lm_head``); the body is ``base_model_prefix``.
+        output_index: which head output is the reward (``sequence-classification`` only).
         token_budget: tokens per packed batch; ``None`` sizes it from free device memory.
         head_dtype: run the head in this dtype (``None``: the model's own, as the card does).
         compile: ``torch.compile`` each decoder layer (see `set_compiled`); ``None`` compiles on
             CUDA devices, where it measured faster, and not on the CPU.
+        head: ``sequence-classification`` or ``lm-logit:TOKEN_ID`` (see `apply_head`).
     """
 
     def __init__(
@@ -182,16 +205,23 @@ class ScoringEngine:
         token_budget: int | None = None,
         head_dtype: torch.dtype | None = None,
         compile: bool | None = None,
+        head: str = SEQUENCE_CLASSIFICATION,
     ) -> None:
         self.model = model
-        head = getattr(model, "score", None)
-        if not isinstance(head, torch.nn.Linear):
-            raise TypeError(f"{type(model).__name__} has no linear 'score' head")
+        self.head = head
+        linear, token = head_linear(model, head)
+        if not isinstance(linear, torch.nn.Linear):
+            name = "'score' head" if token is None else "output embedding (lm_head)"
+            raise TypeError(f"{type(model).__name__} has no linear {name} for the {head} head")
+        if token is not None and not token < linear.weight.shape[0]:
+            raise ValueError(f"{head}: token id outside the vocabulary ({linear.weight.shape[0]} tokens)")
         self.device = next(model.parameters()).device
         self.output_index = output_index
-        self.pad_token_id = model.config.pad_token_id
+        # A sequence classifier reads the last non-pad token (as HF's does); a causal LM's next
+        # token comes from the conversation's last token, whatever it is.
+        self.pad_token_id = model.config.pad_token_id if token is None else None
         self.token_budget = token_budget or auto_token_budget(model, self.device)
-        self.head_dtype = head_dtype or head.weight.dtype
+        self.head_dtype = head_dtype or linear.weight.dtype
         self.compiled = self.device.type == "cuda" if compile is None else compile
         if self.compiled:
             set_compiled(model, True)
@@ -201,7 +231,11 @@ class ScoringEngine:
     def _forward(self, batch: PackedBatch) -> torch.Tensor:
         """One packed stream → (B,) rewards, left on the device (no host sync)."""
         return packed_rewards(
-            self.model, batch.to(self.device), output_index=self.output_index, head_dtype=self.head_dtype
+            self.model,
+            batch.to(self.device),
+            output_index=self.output_index,
+            head_dtype=self.head_dtype,
+            head=self.head,
         )
 
     @torch.inference_mode()
@@ -213,6 +247,7 @@ class ScoringEngine:
             output_index=self.output_index,
             head_dtype=self.head_dtype,
             pad_token_id=self.pad_token_id,
+            head=self.head,
         )
 
     def _run(

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from rewardkit.errors import ConfigError, ModelError
 
@@ -19,6 +27,25 @@ Truncation = Literal["error", "left"]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Limits beyond this are tokenizer placeholders ("no limit"), not real context sizes.
 _NO_LIMIT = 10**8
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+_LM_LOGIT = re.compile(r"lm-logit:(\d+)")
+
+
+def lm_logit_token(head: str) -> int | None:
+    """The vocabulary token of an ``lm-logit:TOKEN_ID`` head; ``None`` for ``sequence-classification``.
+
+    Raises:
+        ConfigError: ``head`` is neither form.
+    """
+    if head == SEQUENCE_CLASSIFICATION:
+        return None
+    m = _LM_LOGIT.fullmatch(head)
+    if m is None:
+        raise ConfigError(
+            f"--reward-head must be '{SEQUENCE_CLASSIFICATION}' or 'lm-logit:TOKEN_ID' "
+            f"(e.g. lm-logit:0), got {head!r}"
+        )
+    return int(m.group(1))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +61,8 @@ class ScoringSpec:
         dtype: weights and activations dtype.
         head_dtype: dtype the 1-output head runs in (the model's own by default, as the card).
         output_index: which head output is the reward (0 for a 1-output head).
+        head: ``sequence-classification`` (row ``output_index`` of the ``score`` head) or
+            ``lm-logit:TOKEN_ID`` (a causal LM's next-token logit of TOKEN_ID after the conversation).
     """
 
     model: str
@@ -44,8 +73,10 @@ class ScoringSpec:
     dtype: str
     head_dtype: str
     output_index: int = 0
+    head: str = SEQUENCE_CLASSIFICATION
 
     def __post_init__(self) -> None:
+        lm_logit_token(self.head)
         if self.truncation not in ("error", "left"):
             raise ConfigError(f"--truncation must be 'error' or 'left', got {self.truncation!r}")
         if self.max_length < 8:
@@ -124,6 +155,73 @@ def default_max_length(model_config: Any, tokenizer: PreTrainedTokenizerBase) ->
     return min(real)
 
 
+def declared_reward_head(config: PretrainedConfig) -> str | None:
+    """The head a checkpoint's ``config.json`` declares: ``reward_head`` (a head spec such as
+    ``"lm-logit:0"``) or ``reward_token_id`` (an int, same as ``lm-logit:<id>``); ``None`` if neither."""
+    head = getattr(config, "reward_head", None)
+    token = getattr(config, "reward_token_id", None)
+    if token is not None:
+        if not isinstance(token, int) or isinstance(token, bool) or token < 0:
+            raise ModelError(
+                f"config.json 'reward_token_id' must be a vocabulary id (int >= 0), got {token!r}"
+            )
+        if head is not None and head != f"lm-logit:{token}":
+            raise ModelError(
+                f"config.json declares 'reward_head' {head!r} and 'reward_token_id' {token}, which disagree"
+            )
+        return f"lm-logit:{token}"
+    if head is not None and not isinstance(head, str):
+        raise ModelError(f"config.json 'reward_head' must be a string such as 'lm-logit:0', got {head!r}")
+    return head
+
+
+def resolve_reward_head(name: str, config: PretrainedConfig, reward_head: str | None) -> str:
+    """The head to score with: ``reward_head`` if given, else the one the config declares, else
+    ``sequence-classification`` — checked against the checkpoint's architecture.
+
+    Raises:
+        ConfigError: ``reward_head`` is malformed.
+        ModelError: a causal LM with no head given or declared, or a head the architecture lacks.
+    """
+    archs = [str(a) for a in getattr(config, "architectures", None) or []]
+    arch = ", ".join(archs) or "unknown architecture"
+    causal = any(a.endswith("ForCausalLM") for a in archs)
+    seq_cls = any(a.endswith("ForSequenceClassification") for a in archs)
+    if reward_head is not None:
+        head, source = reward_head, f"--reward-head {reward_head}"
+        lm_logit_token(head)
+    else:
+        declared = declared_reward_head(config)
+        if declared is None and causal and not seq_cls:
+            raise ModelError(
+                f"{name!r} is a causal LM ({arch}) whose config declares no reward head; pass "
+                "--reward-head lm-logit:TOKEN_ID (the vocabulary token whose next-position logit is the "
+                "reward, e.g. lm-logit:0 for the Llama-3.x-Nemotron-70B-Reward checkpoints) or add "
+                '"reward_token_id": TOKEN_ID to its config.json'
+            )
+        head, source = declared or SEQUENCE_CLASSIFICATION, "its config.json"
+        try:
+            lm_logit_token(head)
+        except ConfigError as e:
+            raise ModelError(f"{name!r}: config.json 'reward_head': {e}") from e
+    token = lm_logit_token(head)
+    if token is None and causal and not seq_cls:
+        raise ModelError(
+            f"{name!r} is a causal LM ({arch}) with no sequence-classification head ({source}); "
+            "pass --reward-head lm-logit:TOKEN_ID"
+        )
+    if token is not None and seq_cls and not causal:
+        raise ModelError(
+            f"{name!r} is {arch}, which has no LM head for the {head} head ({source}); "
+            f"use --reward-head {SEQUENCE_CLASSIFICATION}"
+        )
+    vocab = getattr(config, "vocab_size", None)
+    if token is not None and isinstance(vocab, int) and not token < vocab:
+        error = ConfigError if reward_head is not None else ModelError
+        raise error(f"{source}: token id {token} is outside the vocabulary of {name!r} ({vocab} tokens)")
+    return head
+
+
 def load_model(
     name: str,
     *,
@@ -132,15 +230,36 @@ def load_model(
     dtype: torch.dtype,
     trust_remote_code: bool = False,
     output_index: int | None = None,
-) -> tuple[torch.nn.Module, int]:
-    """Loads ``AutoModelForSequenceClassification`` from safetensors; returns (model, output index).
+    reward_head: str | None = None,
+) -> tuple[torch.nn.Module, int, str]:
+    """Loads the reward model from safetensors; returns (model, output index, reward head).
+
+    A ``*ForSequenceClassification`` checkpoint loads with ``AutoModelForSequenceClassification``
+    (head ``sequence-classification``); a ``*ForCausalLM`` one with ``AutoModelForCausalLM`` and an
+    ``lm-logit:TOKEN_ID`` head, given as ``reward_head`` or declared in its config (see
+    `resolve_reward_head`).
 
     Raises:
-        ModelError: no safetensors weights, or a head with several outputs and no ``output_index``.
+        ModelError: no safetensors weights, a head the checkpoint lacks, or a head with several
+            outputs and no ``output_index``.
     """
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the config of {name!r}: {e}") from e
+    head = resolve_reward_head(name, config, reward_head)
+    lm_logit = lm_logit_token(head) is not None
+    if lm_logit and output_index not in (None, 0):
+        raise ConfigError(
+            f"--output-index applies to the {SEQUENCE_CLASSIFICATION} head; the {head} head's "
+            "token is set in --reward-head"
+        )
+    auto = AutoModelForCausalLM if lm_logit else AutoModelForSequenceClassification
+    kind = "causal-LM" if lm_logit else "sequence-classification"
+    try:
+        model = auto.from_pretrained(
             name,
+            config=config,
             revision=revision,
             dtype=dtype,
             use_safetensors=True,
@@ -149,9 +268,9 @@ def load_model(
         )
     except (OSError, ValueError) as e:
         raise ModelError(
-            f"cannot load {name!r} as a sequence-classification reward model (safetensors weights only): {e}"
+            f"cannot load {name!r} as a {kind} reward model (safetensors weights only): {e}"
         ) from e
-    n_out = int(model.config.num_labels)
+    n_out = 1 if lm_logit else int(model.config.num_labels)
     if output_index is None:
         if n_out != 1:
             raise ModelError(
@@ -163,5 +282,5 @@ def load_model(
         raise ConfigError(f"--output-index must be in [0, {n_out}), got {output_index}")
     model.to(device).eval()
     model.requires_grad_(False)
-    log.info("loaded %s (%s, %s, %d head outputs)", name, device, dtype_name(dtype), n_out)
-    return model, output_index
+    log.info("loaded %s (%s, %s, head %s, %d outputs)", name, device, dtype_name(dtype), head, n_out)
+    return model, output_index, head

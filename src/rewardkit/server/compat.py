@@ -14,6 +14,8 @@ from rewardkit.server.service import RewardService, conversations_locator, singl
 
 
 def _reward_label(service: RewardService) -> str | None:
+    if service.rm.spec.head != "sequence-classification":
+        return None
     labels = getattr(service.rm.model.config, "id2label", None) or {}
     return labels.get(service.rm.spec.output_index)
 
