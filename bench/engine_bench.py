@@ -151,37 +151,54 @@ def bench_workload(model, cfg, peak, name, a, out):
             print(f"fidelity failed: {e!r}"[:400], flush=True)
 
 
+@torch.inference_mode()
+def principal_direction(model, seqs, n: int = 256) -> torch.Tensor:
+    """First principal component of the final hidden state at each conversation's last token."""
+    h = torch.stack([model.model(s[None].cuda()).last_hidden_state[0, -1].float() for s in seqs[:n]])
+    h = h - h.mean(0)
+    return torch.linalg.svd(h, full_matrices=False).Vh[0]  # (D,)
+
+
 def fidelity(model, seqs, lists, pairs) -> dict:
-    """Engine vs the card loop with the head in fp32 on both sides.
+    """Engine vs the card loop with the head in fp32 on both sides, for two heads.
 
     With random weights, rewards of different responses differ by about the bf16 step of the
     rewards themselves, so a bf16 head output makes most pairs near-ties; an fp32 head (applied
     to the same bf16 hidden states) removes that last rounding, leaving the body's numerics.
+    ``random``: the random head. ``principal``: the head set to the first principal component of
+    the pooled hidden states — a direction along which responses differ, as a trained head reads
+    one — which gives the ordering test margins above the bf16 noise of the body.
     """
     head = model.score
     head.float()
+    random_w = head.weight.data.clone()
     hook = head.register_forward_pre_hook(lambda _m, args: (args[0].float(),))
+    out: dict = {}
     try:
-        ref = anchor_hf.run_seed(model, seqs)
-        out = {"reward_std": float(torch.tensor(ref).std())}
-        for name, comp in (("engine_eager", False), ("engine_compiled", True)):
-            got = ScoringEngine(model, head_dtype=torch.float32, compile=comp).score_ids(lists)
-            d = torch.tensor(got) - torch.tensor(ref)
-            margin = torch.tensor([abs(ref[c] - ref[r]) for c, r in pairs])
-            noise = float(d.abs().max())
-            clear = [p for p, m in zip(pairs, margin.tolist(), strict=True) if m > 2 * noise]
-            out[name] = {
-                "max_abs_diff": noise,
-                "median_abs_diff": float(d.abs().median()),
-                "pair_agreement": pair_agreement(ref, got, pairs),
-                "pairs_margin_over_2x_max_diff": len(clear),
-                "agreement_on_those": pair_agreement(ref, got, clear) if clear else None,
-            }
-            set_compiled(model, False)
-        print(f"fidelity (fp32 head): {json.dumps(out)}", flush=True)
+        for head_name, w in (("random", random_w), ("principal", principal_direction(model, seqs)[None])):
+            head.weight.data = w.float().cuda()
+            ref = anchor_hf.run_seed(model, seqs)
+            res = {"reward_std": float(torch.tensor(ref).std())}
+            for name, comp in (("engine_eager", False), ("engine_compiled", True)):
+                got = ScoringEngine(model, head_dtype=torch.float32, compile=comp).score_ids(lists)
+                d = torch.tensor(got) - torch.tensor(ref)
+                margin = torch.tensor([abs(ref[c] - ref[r]) for c, r in pairs])
+                noise = float(d.abs().max())
+                clear = [p for p, m in zip(pairs, margin.tolist(), strict=True) if m > 2 * noise]
+                res[name] = {
+                    "max_abs_diff": noise,
+                    "median_abs_diff": float(d.abs().median()),
+                    "pair_agreement": pair_agreement(ref, got, pairs),
+                    "pairs_margin_over_2x_max_diff": len(clear),
+                    "agreement_on_those": pair_agreement(ref, got, clear) if clear else None,
+                }
+                set_compiled(model, False)
+            out[head_name] = res
+            print(f"fidelity (fp32 {head_name} head): {json.dumps(res)}", flush=True)
         return out
     finally:
         hook.remove()
+        head.weight.data = random_w
         head.to(torch.bfloat16)
 
 
@@ -260,6 +277,7 @@ def main() -> None:
     ap.add_argument("--tokens", default=str(HERE.parent / ".carry" / "rmbench_tokens.npz"))
     ap.add_argument("--n", type=int, default=256, help="lognormal sequences (anchor_hf's default)")
     ap.add_argument("--variants", nargs="+", default=["16k", "32k"])
+    ap.add_argument("--fidelity-only", action="store_true", help="only the RM-Bench fidelity pass")
     ap.add_argument("--fidelity", action="store_true", help="fp32-head fidelity pass on RM-Bench pairs")
     ap.add_argument("--long", nargs="*", type=int, default=[], help="single-conversation lengths")
     ap.add_argument("--long-chunk", type=int, default=16384, help="chunk size of the chunked path")
@@ -289,6 +307,9 @@ def main() -> None:
     print(json.dumps(out), flush=True)
     for w in a.workload:
         bench_workload(model, cfg, peak, w, a, out)
+    if a.fidelity_only:
+        seqs, pairs = load_workload("rmbench", a.n, a.tokens)
+        out["fidelity_fp32_head"] = fidelity(model, seqs, [s.tolist() for s in seqs], pairs)
     if a.groups:
         group_scoring(model, out)
     if a.long:
