@@ -6,9 +6,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rewardkit.errors import RewardkitError
+
+if TYPE_CHECKING:
+    from rewardkit.engine.parallel import Rank
 
 log = logging.getLogger("rewardkit")
 
@@ -16,10 +21,15 @@ Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
 
 
-def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a reward model."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", "-m", required=required, help="HF model id or local directory")
+    g.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help="HF model id or local directory (default: the built-in demo reward model)",
+    )
     g.add_argument("--revision", help="hub revision (branch, tag or commit)")
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
     g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bfloat16, float32")
@@ -33,6 +43,13 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     )
     g.add_argument("--chat-template", default=None, help="Jinja chat template file to use instead")
     g.add_argument("--output-index", type=int, default=None, help="head output to use as reward")
+    g.add_argument(
+        "--reward-head",
+        default=None,
+        metavar="HEAD",
+        help="sequence-classification (score head) or lm-logit:TOKEN_ID (a causal LM's next-token "
+        "logit of TOKEN_ID, e.g. lm-logit:0); default: what the checkpoint declares",
+    )
     g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     g.add_argument(
         "--token-budget",
@@ -45,8 +62,14 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
 def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported lazily (fast --help)
     from rewardkit.api import RewardModel
 
+    model = args.model
+    if model is None:
+        from rewardkit.demo import DEMO_MODEL_DIR, DEMO_NOTICE
+
+        print(DEMO_NOTICE, file=sys.stderr)
+        model = DEMO_MODEL_DIR
     return RewardModel.load(
-        args.model,
+        model,
         revision=args.revision,
         device=args.device,
         dtype=args.dtype,
@@ -57,6 +80,7 @@ def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported laz
         output_index=args.output_index,
         trust_remote_code=args.trust_remote_code,
         token_budget=args.token_budget,
+        reward_head=args.reward_head,
     )
 
 
@@ -87,15 +111,37 @@ def _score(p: argparse.ArgumentParser) -> Command:
     p.add_argument("--error-file", default=None, help="where skipped records are listed")
     p.add_argument("--overwrite", action="store_true", help="start the output afresh")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--devices",
+        default=None,
+        help="data parallel: one replica per GPU, e.g. 0,1,2,3 or all (under torchrun: one per rank)",
+    )
     add_model_args(p)
 
     def run(args: argparse.Namespace) -> int:
         if args.prompt is not None or args.response:
             if args.input or not (args.prompt and args.response):
                 raise RewardkitError("use either INPUT, or --prompt with one or more --response")
+            if args.devices is not None:
+                raise RewardkitError("--devices applies to scoring an INPUT file, not --prompt")
             return _score_one(args)
         if not args.input:
             raise RewardkitError("missing INPUT (a JSONL/Parquet file or -), or --prompt/--response")
+        if args.devices is not None:
+            import torch
+
+            from rewardkit.engine.parallel import launch_local, parse_devices, rank_from_env
+
+            if rank_from_env() is not None:
+                raise RewardkitError(
+                    "--devices cannot be combined with torchrun, which already sets the ranks"
+                )
+            devices = parse_devices(args.devices, torch.cuda.device_count())
+            if args.output == "-" or args.input == "-":
+                raise RewardkitError("--devices needs an INPUT file and -o OUTPUT (not stdin/stdout)")
+            if args.device not in ("auto", "cuda"):
+                raise RewardkitError(f"--device {args.device} cannot be combined with --devices")
+            return launch_local(_score_file, args, devices)
         return _score_file(args)
 
     return run
@@ -112,24 +158,69 @@ def _score_one(args: argparse.Namespace) -> int:
 
 
 def _score_file(args: argparse.Namespace) -> int:
+    from rewardkit.engine.parallel import destroy_process_group, rank_from_env
+
+    rank = rank_from_env()  # set by torchrun, or by --devices for each replica
+    if rank is not None and not logging.getLogger().handlers:  # a --devices replica: no main()
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format=f"%(levelname)s %(name)s [rank {rank.rank}]: %(message)s",
+            stream=sys.stderr,
+        )
+    try:
+        return _score_file_ranked(args, rank)
+    except RewardkitError as e:
+        if rank is None:
+            raise
+        # Every rank fails alike (same input, same checks): rank 0 reports. The others wait a
+        # moment first, as torchrun stops the whole job when the first rank exits.
+        if rank.is_main:
+            print(f"rewardkit score: error: {e}", file=sys.stderr)
+        else:
+            log.debug("rank %d: %s", rank.rank, e)
+            time.sleep(3.0)
+        return 2
+    finally:
+        if rank is not None:
+            destroy_process_group()
+
+
+def _score_file_ranked(args: argparse.Namespace, rank: Rank | None) -> int:
     from tqdm import tqdm
 
-    from rewardkit.scoring import score_file
+    from rewardkit.scoring import score_file, score_file_sharded
 
+    main_rank = rank is None or rank.is_main
+    if rank is not None:
+        import torch
+
+        from rewardkit.engine.parallel import barrier, init_process_group, rank_device
+
+        args.device = rank_device(rank, args.device)
+        init_process_group(rank, torch.device(args.device))
     rm = load_reward_model(args)
     s = rm.spec
-    print(
-        f"rewardkit score: model={s.model} device={rm.device} dtype={s.dtype} "
-        f"template={s.chat_template_sha256} max_length={s.max_length} truncation={s.truncation}",
-        file=sys.stderr,
-    )
+    if main_rank:
+        where = "" if rank is None else f" ranks={rank.world_size}"
+        print(
+            f"rewardkit score: model={s.model} device={rm.device}{where} dtype={s.dtype} "
+            f"template={s.chat_template_sha256} max_length={s.max_length} truncation={s.truncation} head={s.head}",
+            file=sys.stderr,
+        )
     bar = None
 
     def on_start(total: int, done: int) -> None:
         nonlocal bar
-        if done:
+        if done and main_rank:
             print(f"resuming: {done} rows already in {args.output}", file=sys.stderr)
-        bar = tqdm(total=total, unit="conv", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            unit="conv",
+            disable=args.no_progress or not main_rank,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc=None if rank is None else "rank 0",
+        )
 
     def progress(n: int, tokens: int) -> None:
         assert bar is not None
@@ -139,25 +230,36 @@ def _score_file(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{progress.tokens / elapsed:,.0f} tok/s")  # type: ignore[attr-defined]
 
     progress.tokens = 0  # type: ignore[attr-defined]
+    opts = dict(
+        on_error=args.on_error,
+        error_file=args.error_file,
+        overwrite=args.overwrite,
+        progress=progress,
+        on_start=on_start,
+    )
     try:
-        summary = score_file(
-            rm,
-            args.input,
-            args.output,
-            on_error=args.on_error,
-            error_file=args.error_file,
-            overwrite=args.overwrite,
-            progress=progress,
-            on_start=on_start,
-        )
+        if rank is None:
+            summary = score_file(rm, args.input, args.output, **opts)
+        else:
+            summary = score_file_sharded(
+                rm,
+                args.input,
+                args.output,
+                rank=rank.rank,
+                world_size=rank.world_size,
+                barrier=barrier,
+                **opts,
+            )
     finally:
         if bar is not None:
             bar.close()
-    print(
-        f"scored {summary.rows} rows ({summary.tokens:,} tokens), {summary.resumed} resumed, "
-        f"{summary.skipped} skipped",
-        file=sys.stderr,
-    )
+    if main_rank:
+        part = "" if rank is None else f" on rank 0 of {rank.world_size}, merged into {args.output}"
+        print(
+            f"scored {summary.rows} rows ({summary.tokens:,} tokens), {summary.resumed} resumed, "
+            f"{summary.skipped} skipped{part}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -207,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # weight-loading bars of a few seconds are noise next to ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         return runners[args.command](args)
     except RewardkitError as e:

@@ -280,6 +280,8 @@ def test_report_side_by_side(
     assert main(["report", str(tmp_path / "nope")]) == 2
 
 
-def test_eval_needs_model_or_scores(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "judgebench"]) == 2
+def test_eval_takes_model_or_scores_not_both(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("")
+    assert main(["eval", "judgebench", "--model", "some/model", "--scores", str(scores)]) == 2
     assert "give either --model" in capsys.readouterr().err

@@ -40,10 +40,10 @@ def _eval(p: argparse.ArgumentParser) -> Command:
     )
     p.add_argument("--no-plots", action="store_true", help="no PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_args(p, required=False)
+    add_model_args(p)
 
     def run(args: argparse.Namespace) -> int:
-        if (args.model is None) == (args.scores is None):
+        if args.model is not None and args.scores is not None:
             raise RewardkitError("give either --model (score the benchmark) or --scores FILE (recompute)")
         if args.scores is not None and args.data is not None:
             raise RewardkitError("--data is not used with --scores: the score file holds everything needed")
