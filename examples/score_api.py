@@ -1,8 +1,8 @@
 """Score conversations and preference pairs from Python.
 
 Usage:
-    rewardkit init-tiny /tmp/tiny-rm            # a tiny random model, offline (it judges nothing)
-    python examples/score_api.py /tmp/tiny-rm   # or: nvidia/Qwen-2.5-Nemotron-32B-Reward on a GPU
+    python examples/score_api.py                # the built-in demo model, offline
+    python examples/score_api.py nvidia/Qwen-2.5-Nemotron-32B-Reward   # the real model, on a GPU
 """
 
 from __future__ import annotations
@@ -33,4 +33,6 @@ def main(model: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "nvidia/Qwen-2.5-Nemotron-32B-Reward")
+    from rewardkit.demo import DEMO_MODEL_DIR
+
+    main(sys.argv[1] if len(sys.argv) > 1 else str(DEMO_MODEL_DIR))

@@ -139,6 +139,13 @@ def chunked_reward(
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     cache = LayerKV(n, kv, hd, dtype=x.dtype, device=device)
+    log.info(
+        "chunked prefill: %d tokens in chunks of %d; key/value cache %d bytes per token (one layer), %.2f GiB",
+        n,
+        chunk,
+        2 * kv * hd * x.element_size(),
+        2 * n * kv * hd * x.element_size() / 2**30,
+    )
     with attention_implementation(model, VARLEN):
         for layer in backbone.layers:
             for s in range(0, n, chunk):
