@@ -25,6 +25,16 @@ def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None
         config._attn_implementation = old
 
 
+def card_inputs(
+    tokenizer: PreTrainedTokenizerBase, conv: Conversation, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The model card's tokenization: ``apply_chat_template(messages, tokenize=True, ...)``."""
+    ids = tokenizer.apply_chat_template(
+        conv.to_dicts(), tokenize=True, add_generation_prompt=False, return_dict=True, return_tensors="pt"
+    )
+    return {k: v.to(device) for k, v in ids.items()}
+
+
 @torch.inference_mode()
 def reference_scores(
     model: torch.nn.Module,
@@ -38,16 +48,8 @@ def reference_scores(
     out = []
     with attention_implementation(model, "sdpa"):
         for conv in conversations:
-            ids = tokenizer.apply_chat_template(
-                conv.to_dicts(),
-                tokenize=True,
-                add_generation_prompt=False,
-                return_dict=True,
-                return_tensors="pt",
-            )
-            logits = model(
-                ids["input_ids"].to(device), attention_mask=ids["attention_mask"].to(device)
-            ).logits
+            ids = card_inputs(tokenizer, conv, device)
+            logits = model(ids["input_ids"], attention_mask=ids["attention_mask"]).logits
             out.append(logits[0][output_index].item())
     return out
 
@@ -72,16 +74,10 @@ def generate_reference_scores(
     out = []
     with attention_implementation(model, "sdpa"):
         for conv in conversations:
-            ids = tokenizer.apply_chat_template(
-                conv.to_dicts(),
-                tokenize=True,
-                add_generation_prompt=False,
-                return_dict=True,
-                return_tensors="pt",
-            )
+            ids = card_inputs(tokenizer, conv, device)
             response = model.generate(
-                input_ids=ids["input_ids"].to(device),
-                attention_mask=ids["attention_mask"].to(device),
+                input_ids=ids["input_ids"],
+                attention_mask=ids["attention_mask"],
                 max_new_tokens=1,
                 do_sample=False,
                 output_scores=True,
