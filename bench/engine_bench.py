@@ -12,7 +12,7 @@ and reports tokens/s, share of the compute floor (FLOPs at the measured 8192³ b
 rate, anchor_hf's FLOP count), peak memory, and fidelity against the card loop: max |Δreward|
 and, on RM-Bench, the share of chosen/rejected pairs ordered the same way.
 
-    python bench/engine_bench.py --size 32b --workload lognormal rmbench --variants 16k 32k 32k+compile
+    python bench/engine_bench.py --size 32b --workload lognormal rmbench --variants 16k auto+compile auto+compile+fp8
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def timed(fn):
 
 
 def parse_variant(v: str) -> dict:
-    """``32k``, ``32k+compile``, ``auto``, ``auto+compile`` → ScoringEngine options."""
+    """``32k``, ``32k+compile``, ``auto``, ``auto+compile+fp8`` → ScoringEngine options."""
     parts = v.split("+")
     budget = None if parts[0] == "auto" else int(float(parts[0].rstrip("k")) * 1024)
-    return {"token_budget": budget, "compile": "compile" in parts[1:]}
+    return {"token_budget": budget, "compile": "compile" in parts[1:], "fp8": "fp8" in parts[1:]}
 
 
 def pair_agreement(ref: list[float], got: list[float], pairs) -> float:
@@ -95,7 +95,9 @@ def bench_workload(model, cfg, peak, name, a, out):
         )
     )
     lists = [s.tolist() for s in seqs]
-    for v in a.variants:
+    bf16_engine = None
+    # FP8 converts the model in place, for good: those variants run last.
+    for v in sorted(a.variants, key=lambda v: parse_variant(v)["fp8"]):
         opts = parse_variant(v)
         try:
             eng = ScoringEngine(model, **opts)
@@ -114,6 +116,14 @@ def bench_workload(model, cfg, peak, name, a, out):
                 )
             )
             res[f"warmup_s_{v}"] = warm
+            if not opts["fp8"]:
+                bf16_engine = got
+            elif bf16_engine is not None:
+                res[f"{v}_vs_bf16_engine"] = {
+                    "max_abs_diff": max(abs(x - y) for x, y in zip(bf16_engine, got, strict=True)),
+                    "pair_agreement": pair_agreement(bf16_engine, got, pairs) if pairs is not None else None,
+                }
+                print(f"{v} vs the bf16 engine: {json.dumps(res[f'{v}_vs_bf16_engine'])}", flush=True)
         except Exception as e:  # report and continue with the next variant
             res[f"error_{v}"] = repr(e)[:400]
             print(f"variant {v} failed: {e!r}"[:400], flush=True)
@@ -290,6 +300,10 @@ def main() -> None:
     )
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args()
+    if any(parse_variant(v)["fp8"] for v in a.variants) and (
+        len(a.workload) > 1 or a.groups or a.long or a.fidelity_only
+    ):
+        ap.error("fp8 variants convert the model in place: give them one workload and nothing else")
 
     import transformers
 

@@ -89,11 +89,13 @@ class RewardModel:
         trust_remote_code: bool = False,
         token_budget: int | None = None,
         reward_head: str | None = None,
+        fp8: bool = False,
     ) -> RewardModel:
         """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`.
 
         ``reward_head`` (``sequence-classification`` or ``lm-logit:TOKEN_ID``) defaults to the one
-        the checkpoint implies; see `rewardkit.models.loading.resolve_reward_head`.
+        the checkpoint implies; see `rewardkit.models.loading.resolve_reward_head`. ``fp8`` runs
+        the decoder's linear layers as FP8 GEMMs (Hopper GPUs; off by default).
         """
         name = str(model)
         dev = resolve_device(device)
@@ -113,7 +115,7 @@ class RewardModel:
         )
         limit = max_length if max_length is not None else default_max_length(net.config, tok)
         engine = ScoringEngine(
-            net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head
+            net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head, fp8=fp8
         )
         spec = ScoringSpec(
             model=name,
@@ -125,6 +127,7 @@ class RewardModel:
             head_dtype=dtype_name(engine.head_dtype),
             output_index=out_idx,
             head=head,
+            fp8=fp8,
         )
         chat = ChatTokenizer(tok, max_length=limit, truncation=truncation)
         return cls(model=net, chat=chat, engine=engine, spec=spec)

@@ -52,6 +52,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
     g.add_argument(
+        "--fp8",
+        action="store_true",
+        help="decoder linear layers as FP8 GEMMs (Hopper GPUs; faster, rewards move slightly)",
+    )
+    g.add_argument(
         "--token-budget",
         type=int,
         default=None,
@@ -79,6 +84,7 @@ def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported laz
         chat_template=args.chat_template,
         output_index=args.output_index,
         trust_remote_code=args.trust_remote_code,
+        fp8=args.fp8,
         token_budget=args.token_budget,
         reward_head=args.reward_head,
     )

@@ -18,6 +18,7 @@ from rewardkit.engine.batching import (
     pool_index,
     token_budget_batches,
 )
+from rewardkit.engine.fp8 import convert_to_fp8
 from rewardkit.models.loading import SEQUENCE_CLASSIFICATION, lm_logit_token
 from rewardkit.models.reference import attention_implementation
 
@@ -201,6 +202,8 @@ class ScoringEngine:
         head_dtype: run the head in this dtype (``None``: the model's own, as the card does).
         compile: ``torch.compile`` each decoder layer (see `set_compiled`); ``None`` compiles on
             CUDA devices, where it measured faster, and not on the CPU.
+        fp8: replace the decoder layers' linear layers by FP8 GEMMs (see `rewardkit.engine.fp8`;
+            in place, irreversible; off by default).
         head: ``sequence-classification`` or ``lm-logit:TOKEN_ID`` (see `apply_head`).
     """
 
@@ -213,8 +216,14 @@ class ScoringEngine:
         head_dtype: torch.dtype | None = None,
         compile: bool | None = None,
         head: str = SEQUENCE_CLASSIFICATION,
+        fp8: bool = False,
     ) -> None:
         self.model = model
+        self.fp8 = fp8
+        if fp8:  # before sizing the budget: FP8 weights free half the weight memory
+            log.info(
+                "converted %d decoder linear layers to FP8 (e4m3, rowwise scales)", convert_to_fp8(model)
+            )
         self.head = head
         linear, token = head_linear(model, head)
         if not isinstance(linear, torch.nn.Linear):

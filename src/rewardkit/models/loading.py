@@ -63,6 +63,7 @@ class ScoringSpec:
         output_index: which head output is the reward (0 for a 1-output head).
         head: ``sequence-classification`` (row ``output_index`` of the ``score`` head) or
             ``lm-logit:TOKEN_ID`` (a causal LM's next-token logit of TOKEN_ID after the conversation).
+        fp8: decoder linear layers run as FP8 GEMMs (``--fp8``; rewards differ from bf16).
     """
 
     model: str
@@ -74,6 +75,7 @@ class ScoringSpec:
     head_dtype: str
     output_index: int = 0
     head: str = SEQUENCE_CLASSIFICATION
+    fp8: bool = False
 
     def __post_init__(self) -> None:
         lm_logit_token(self.head)
