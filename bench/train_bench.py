@@ -6,7 +6,12 @@ trainer's own optimizer step (`rewardkit.train.step.PairStep`: packed chosen+rej
 accumulation to the global batch, AdamW, clipping) on synthetic preference pairs.
 
     torchrun --nproc-per-node 4 bench/train_bench.py --size 7b --steps 8
+    torchrun --nproc-per-node 4 bench/train_bench.py --size 32b --lora-rank 16 --steps 1 --warmup 1
     python bench/train_bench.py --size tiny --steps 2 --global-batch-size 8   # CPU smoke run
+    python bench/train_bench.py --size 32b --plan             # memory plan, computed (no GPU)
+
+``--lora-rank R`` trains LoRA adapters (on the attention and MLP projections) and the head, with
+the frozen base stored in bf16, as ``rewardkit train --set lora_rank=R`` does.
 
 MFU counts useful FLOPs only (6·N per token + causal attention; activation recompute excluded)
 against the card's dense bf16 peak (`rewardkit.train.metrics.PEAK_BF16_TFLOPS`).
@@ -30,6 +35,13 @@ from rewardkit.engine.attention import VARLEN
 from rewardkit.engine.engine import set_compiled
 from rewardkit.train.data import TokenPairs
 from rewardkit.train.distributed import PairRewards, close_distributed, init_distributed, shard_model
+from rewardkit.train.lora import (
+    DEFAULT_TARGET_MODULES,
+    LoraSettings,
+    apply_lora,
+    flop_params,
+    trainable_parameters,
+)
 from rewardkit.train.metrics import FlopCounter, peak_tflops
 from rewardkit.train.modeling import enable_activation_checkpointing, matmul_params
 from rewardkit.train.step import PairStep, make_optimizer
@@ -49,9 +61,8 @@ SIZES = {
 }  # fmt: skip
 
 
-def build_model(size: str, device: torch.device) -> torch.nn.Module:
-    """Random fp32 master weights, allocated shard by shard (no full copy anywhere)."""
-    cfg = Qwen2Config(
+def model_config(size: str) -> Qwen2Config:
+    return Qwen2Config(
         **SIZES[size],
         max_position_embeddings=32768,
         rope_theta=1e6,
@@ -60,6 +71,11 @@ def build_model(size: str, device: torch.device) -> torch.nn.Module:
         num_labels=1,
         pad_token_id=0,
     )
+
+
+def build_model(size: str, device: torch.device) -> torch.nn.Module:
+    """Random fp32 master weights, allocated shard by shard (no full copy anywhere)."""
+    cfg = model_config(size)
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.float32)
     model.config._attn_implementation = VARLEN
@@ -97,6 +113,100 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+# ---- memory plan (computed from the shapes, not measured) ----------------------------------------
+
+GIB = 2**30
+# Usable memory of a card, less 4 GiB for the CUDA context, NCCL buffers and allocator slack.
+CARDS = {"H100 80GB": 79.6 - 4, "H200 141GB": 139.8 - 4}
+
+
+def param_counts(size: str, lora_rank: int = 0) -> dict[str, int]:
+    """Parameters of the reward model (``*ForSequenceClassification``: embedding, decoder, final
+    norm, 1-output head), of the causal LM it comes from, and of LoRA adapters on the attention
+    and MLP projections."""
+    c = SIZES[size]
+    h, i, v, n_layers = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"]
+    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+    shapes = {  # (in, out) of each linear layer of a decoder layer
+        "q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+    }  # fmt: skip
+    layer = sum(a * b for a, b in shapes.values()) + h + 2 * kv + 2 * h  # + q/k/v biases, 2 norms
+    body = v * h + n_layers * layer + h
+    adapters = n_layers * sum(
+        lora_rank * (a + b) for name, (a, b) in shapes.items() if name in DEFAULT_TARGET_MODULES
+    )
+    return {
+        "reward_model": body + h,
+        "causal_lm": body + v * h,
+        "layer": layer,
+        "embedding": v * h,
+        "adapters": adapters,
+        "trainable": adapters + h if lora_rank else body + h,
+    }
+
+
+def activation_bytes_per_token_layer(size: str, lora_rank: int = 0) -> int:
+    """Bytes autograd keeps per token for one decoder layer in bf16 with varlen (flash) attention:
+    2 RMSNorms (fp32 input + bf16 normalised, 6h each) and their bf16 outputs (2h each), q and
+    attention output (2h each), k and v (2kv each), the MLP's gate, SiLU, up and product (2i each),
+    and the LoRA A outputs (2r for each of 7 projections)."""
+    c = SIZES[size]
+    h, i = c["hidden_size"], c["intermediate_size"]
+    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+    return 2 * 6 * h + 2 * 2 * h + 2 * 2 * h + 2 * 2 * kv + 4 * 2 * i + 7 * 2 * lora_rank
+
+
+def memory_plan(size: str, world: int, lora_rank: int, tokens: int, checkpointing: bool) -> dict[str, float]:
+    """GiB per GPU of one configuration under FSDP2 + bf16 mixed precision (computed)."""
+    pc = param_counts(size, lora_rank)
+    c = SIZES[size]
+    h, i, n_layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    n, t = pc["reward_model"], pc["trainable"]
+    out: dict[str, float] = {}
+    out["bf16 frozen"] = 2 * (n - h) / world if lora_rank else 0.0  # all but the head
+    out["fp32 master"] = 4 * t / world
+    out["fp32 grads"] = 4 * t / world
+    out["fp32 AdamW"] = 8 * t / world
+    # FSDP2 working set: the root (embedding, norm, head) stays gathered in bf16 for the step; two
+    # layers gathered at a time (current + prefetch); in backward, a layer's bf16 gradient and its
+    # fp32 copy for the reduce-scatter, and the embedding's (full fine-tuning only).
+    gathered = 2 * (pc["embedding"] + 2 * h) + 2 * 2 * pc["layer"]
+    if not lora_rank:
+        gathered += (2 + 4) * pc["layer"] + (2 + 4) * pc["embedding"]
+    out["FSDP working"] = gathered
+    per_layer = activation_bytes_per_token_layer(size, lora_rank) * tokens
+    # With checkpointing: each layer's bf16 input is kept, plus one layer's activations during its
+    # recompute; without: every layer's activations. Plus gradients in flight in one layer's MLP
+    # and the final norm.
+    act = n_layers * 2 * h * tokens + per_layer if checkpointing else n_layers * per_layer
+    out["activations"] = act + 2 * 2 * i * tokens + 8 * h * tokens
+    return {k: v / GIB for k, v in out.items()}
+
+
+def print_plan(size: str, micro_batch_tokens: int) -> None:
+    """The memory plan as a markdown table (what ``docs/training.md`` shows)."""
+    pc = param_counts(size)
+    print(
+        f"{size}: reward model {pc['reward_model'] / 1e9:.2f}B parameters "
+        f"(causal LM {pc['causal_lm'] / 1e9:.2f}B; its LM head is replaced by a 1-output head); "
+        f"micro-batch {micro_batch_tokens} tokens; GiB per GPU, computed, not measured"
+    )
+    for r in (16, 64):
+        print(f"LoRA rank {r}: {param_counts(size, r)['adapters'] / 1e6:.1f}M adapter parameters")
+    rows = [("full FT", w, 0) for w in (4, 8)] + [(f"LoRA r{r}", 4, r) for r in (16, 64)]
+    cols = ("bf16 frozen", "fp32 master", "fp32 grads", "fp32 AdamW", "FSDP working", "activations", "total")
+    print(f"| approach | GPUs | AC | {' | '.join(cols)} | fits (card - 4 GiB) |")
+    print("|---|---:|---|" + "---:|" * len(cols) + "---|")
+    for name, world, r in rows:
+        for ac in (True, False):
+            p = memory_plan(size, world, r, micro_batch_tokens, ac)
+            total = sum(p.values())
+            fits = [card for card, budget in CARDS.items() if total <= budget]
+            vals = " | ".join(f"{v:.1f}" for v in (*p.values(), total))
+            print(f"| {name} | {world} | {'on' if ac else 'off'} | {vals} | {', '.join(fits) or 'neither'} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), default="7b")
@@ -111,14 +221,25 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (the engine's)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 mixed precision")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full)")
+    ap.add_argument("--plan", action="store_true", help="print the computed memory plan and exit (no GPU)")
     ap.add_argument("--json", default=None, help="write the result here (rank 0)")
     args = ap.parse_args()
+    if args.plan:
+        print_plan(args.size, args.micro_batch_tokens)
+        return 0
 
     env = init_distributed(args.device)
     cuda = env.device.type == "cuda"
     bf16 = cuda and not args.fp32
     model = build_model(args.size, env.device)
-    flops = FlopCounter(model.config, matmul_params(model))
+    if args.lora_rank:
+        with torch.device("meta"):
+            apply_lora(
+                model, LoraSettings(rank=args.lora_rank), frozen_dtype=torch.bfloat16 if bf16 else None
+            )
+    n = matmul_params(model)
+    flops = FlopCounter(model.config, flop_params(model, n) if args.lora_rank else n)
     model.train()
     if args.compile:
         set_compiled(model, True)
@@ -128,7 +249,12 @@ def main() -> int:
     shard_model(root, model, device=env.device, param_dtype=torch.bfloat16 if bf16 else None)
     materialize(root, model, env.device, seed=0)
     opt, sched = make_optimizer(
-        root.parameters(), lr=2e-6, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.1, warmup_steps=10
+        trainable_parameters(root),
+        lr=1e-4 if args.lora_rank else 2e-6,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+        weight_decay=0.1,
+        warmup_steps=10,
     )
     step = PairStep(
         root, opt, sched, device=env.device, rank=env.rank, world=env.world, loss_name="bt",
@@ -160,6 +286,8 @@ def main() -> int:
     result = {
         "size": args.size,
         "params": matmul_params(model) + model.get_input_embeddings().weight.numel(),
+        "lora_rank": args.lora_rank,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "world": env.world,
         "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
         "torch": torch.__version__,

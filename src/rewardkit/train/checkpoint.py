@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from rewardkit.errors import ConfigError
+from rewardkit.train.lora import merge_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,13 @@ def save_checkpoint(
     *,
     device: torch.device,
     keep: int,
+    trainable_only: bool = False,
 ) -> Path:
-    """Writes the checkpoint of ``step`` (collective: every rank calls it)."""
+    """Writes the checkpoint of ``step`` (collective: every rank calls it).
+
+    With ``trainable_only`` (LoRA) the frozen weights are left out: they are re-read from the model
+    source on resume.
+    """
     rank = dist.get_rank()
     final = checkpoint_root(output) / f"step-{step:06d}"
     tmp = final.with_name(final.name + ".tmp")
@@ -85,7 +91,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    model_sd, optim_sd = get_state_dict(root, optimizer)
+    model_sd, optim_sd = get_state_dict(root, optimizer, options=_options(trainable_only))
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     torch.save(_rng_state(device), tmp / f"rng-rank{rank}.pt")
     dist.barrier()
@@ -106,14 +112,27 @@ def _prune(output: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _options(trainable_only: bool) -> StateDictOptions:
+    return StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+
 def load_checkpoint(
-    path: Path, root: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device
+    path: Path,
+    root: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    trainable_only: bool = False,
 ) -> dict[str, Any]:
-    """Restores model, optimizer and this rank's RNG from ``path``; returns its trainer state."""
-    model_sd, optim_sd = get_state_dict(root, optimizer)
+    """Restores model, optimizer and this rank's RNG from ``path``; returns its trainer state.
+    ``trainable_only`` must be as when saved."""
+    opts = _options(trainable_only)
+    model_sd, optim_sd = get_state_dict(root, optimizer, options=opts)
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(root, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(
+        root, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=opts
+    )
     rng_file = path / f"rng-rank{dist.get_rank()}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: keep the fresh seed
         rng = torch.load(rng_file, weights_only=True)
@@ -141,15 +160,21 @@ def export_hf(
     *,
     dtype: torch.dtype,
     prefix: str = "model.",
+    lora_scaling: float | None = None,
 ) -> Path:
     """Writes a HF reward model directory (safetensors, ``num_labels=1``, tokenizer and chat
     template) that ``RewardModel.load``, ``AutoModelForSequenceClassification`` and vLLM load.
 
-    Collective: every rank takes part in gathering the full weights; rank 0 writes them.
+    Collective: every rank takes part in gathering the full weights; rank 0 writes them. With
+    ``lora_scaling`` (a LoRA model), each adapter is merged into its weight first
+    (`rewardkit.train.lora.merge_state_dict`), so the export is a plain model.
     """
     full = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() == 0:
-        sd = {k.removeprefix(prefix): v.to(dtype) for k, v in full.items()}
+        sd = {k.removeprefix(prefix): v for k, v in full.items()}
+        if lora_scaling is not None:
+            sd = merge_state_dict(sd, lora_scaling)
+        sd = {k: v.to(dtype) for k, v in sd.items()}
         config = model.config
         old_attn, old_dtype = config._attn_implementation, getattr(config, "dtype", None)
         config._attn_implementation = "sdpa"  # the exported model runs anywhere, not only in rewardkit

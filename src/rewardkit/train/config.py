@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from rewardkit.errors import ConfigError
+from rewardkit.train.lora import DEFAULT_TARGET_MODULES
 from rewardkit.train.loss import LossName
 
 DataFormat = Literal["auto", "helpsteer3", "helpsteer2", "chosen_rejected"]
@@ -61,6 +62,12 @@ class TrainConfig:
         precision: ``auto`` = bf16 mixed precision on GPU (fp32 master weights), fp32 on CPU.
         activation_checkpointing: recompute each decoder layer in backward (default: on GPU).
         device: ``auto``, ``cpu`` or ``cuda`` (each rank takes ``cuda:LOCAL_RANK``).
+        lora_rank: train LoRA adapters of this rank (with the reward head) instead of every
+            weight; 0 = full fine-tuning. Needs ``peft``.
+        lora_alpha: adapters are scaled by ``lora_alpha / lora_rank`` (default ``2 · lora_rank``).
+        lora_dropout: dropout on the adapters' input.
+        lora_target_modules: names of the linear layers that get adapters (default: the
+            attention and MLP projections).
         seed: data order and head initialisation.
         eval_every: validate every N steps (0: only at the end).
         save_every: write a sharded checkpoint every N steps (0: only at the end).
@@ -100,6 +107,10 @@ class TrainConfig:
     precision: Precision = "auto"
     activation_checkpointing: bool | None = None
     device: str = "auto"
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     seed: int = 0
     eval_every: int = 50
     save_every: int = 100
@@ -114,8 +125,9 @@ class TrainConfig:
     export: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.adam_betas, list):
-            self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        for key in ("adam_betas", "lora_target_modules"):
+            if isinstance(getattr(self, key), list):
+                setattr(self, key, tuple(getattr(self, key)))
         problems = _problems(vars(self))
         if problems:
             raise ConfigError(_format(problems))
@@ -226,6 +238,9 @@ def _type_problem(value: Any, tp: Any) -> str | None:
     if origin is Literal:
         allowed = get_args(tp)
         return None if value in allowed else f"must be one of {', '.join(map(str, allowed))}"
+    if origin is tuple and get_args(tp)[1:] == (...,):
+        ok = isinstance(value, list | tuple) and all(_type_problem(v, get_args(tp)[0]) is None for v in value)
+        return None if ok else "must be a list of strings"
     if origin is tuple:
         n = len(get_args(tp))
         ok = isinstance(value, list | tuple) and len(value) == n
@@ -265,6 +280,14 @@ def _problems(values: Mapping[str, Any]) -> list[str]:
     for key in ("warmup_steps", "eval_every", "save_every", "weight_decay", "grad_clip", "reward_centering"):
         need(v.get(key, 0) >= 0, key, "must be 0 or more")
     need(v.get("lr", 1) > 0, "lr", "must be positive")
+    need(v.get("lora_rank", 0) >= 0, "lora_rank", "must be 0 (full fine-tuning) or more")
+    need(v.get("lora_alpha") is None or v["lora_alpha"] > 0, "lora_alpha", "must be positive")
+    need(0 <= v.get("lora_dropout", 0) < 1, "lora_dropout", "must be in [0, 1)")
+    need(
+        len(v.get("lora_target_modules", DEFAULT_TARGET_MODULES)) > 0,
+        "lora_target_modules",
+        "must not be empty",
+    )
     need(v.get("epochs", 1) > 0, "epochs", "must be positive")
     need(v.get("adam_eps", 1) > 0, "adam_eps", "must be positive")
     need(0 <= v.get("val_fraction", 0) < 1, "val_fraction", "must be in [0, 1)")

@@ -9,6 +9,8 @@ whole global batch.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -42,6 +44,7 @@ from rewardkit.train.distributed import (
     init_distributed,
     shard_model,
 )
+from rewardkit.train.lora import LoraSettings, apply_lora, flop_params, trainable_parameters
 from rewardkit.train.metrics import FlopCounter, MetricsWriter, peak_tflops, tensorboard_enabled
 from rewardkit.train.modeling import (
     ModelSource,
@@ -140,6 +143,10 @@ class Trainer:
         #    only their shards.
         materialize = env.is_main or env.world == 1
         model = load_reward_model(src, model_config, materialize=materialize, seed=cfg.seed)
+        self.lora = self._lora_settings()
+        if self.lora is not None:  # before sharding, so that FSDP2 sees frozen and trainable weights
+            with torch.device("meta") if not materialize else contextlib.nullcontext():
+                apply_lora(model, self.lora, frozen_dtype=torch.bfloat16 if self.bf16 else None)
         self.pad_token_id = model.config.pad_token_id
         model.train()
         ac = cfg.activation_checkpointing if cfg.activation_checkpointing is not None else cuda
@@ -156,9 +163,9 @@ class Trainer:
             broadcast_buffers(self.root)
             del full
 
-        # 4. Optimizer: AdamW, linear warmup then constant.
+        # 4. Optimizer: AdamW, linear warmup then constant; frozen weights (LoRA) get no state.
         self.optimizer, self.scheduler = make_optimizer(
-            self.root.parameters(),
+            trainable_parameters(self.root),
             lr=cfg.lr,
             betas=cfg.adam_betas,
             eps=cfg.adam_eps,
@@ -176,13 +183,16 @@ class Trainer:
             reward_centering=cfg.reward_centering,
             token_budget=cfg.micro_batch_tokens,
             pad_token_id=self.pad_token_id,
-            flops=FlopCounter(model.config, matmul_params(model)),
+            flops=FlopCounter(model.config, self._flop_params(model)),
             grad_clip=cfg.grad_clip,
         )
 
         # 5. Resume.
         if resume is not None:
-            state = ckpt.load_checkpoint(resume, self.root, self.optimizer, device=env.device)
+            self._check_lora(resume)
+            state = ckpt.load_checkpoint(
+                resume, self.root, self.optimizer, device=env.device, trainable_only=self.lora is not None
+            )
             self._check_resumable(state, resume)
             self.step = int(state["step"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -206,6 +216,35 @@ class Trainer:
             env.device.type,
             "bf16 mixed precision" if self.bf16 else "fp32",
         )
+
+    def _lora_settings(self) -> LoraSettings | None:
+        cfg = self.cfg
+        if not cfg.lora_rank:
+            return None
+        return LoraSettings(
+            rank=cfg.lora_rank,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+        )
+
+    def _flop_params(self, model: torch.nn.Module) -> float:
+        n = matmul_params(model)
+        return flop_params(model, n) if self.lora is not None else n
+
+    def _check_lora(self, path: Path) -> None:
+        """A checkpoint holds only the adapters and head (LoRA) or every weight: the adapter
+        settings must match before loading it."""
+        saved = json.loads((path / "trainer.json").read_text(encoding="utf-8")).get("config", {})
+        keys = ("lora_rank", "lora_alpha", "lora_target_modules")
+        now = self.cfg.to_dict()
+        default = TrainConfig(model="", data="", output="").to_dict()  # options the checkpoint predates
+        old = {k: saved.get(k, default[k]) for k in keys}
+        diff = [f"{k}: checkpoint {old[k]!r}, now {now[k]!r}" for k in keys if old[k] != now[k]]
+        if diff:
+            raise ConfigError(
+                f"resume (--resume): {path} was written with other LoRA settings ({'; '.join(diff)})"
+            )
 
     def _load_data(self) -> tuple[list[PreferencePair], list[PreferencePair], bool]:
         cfg = self.cfg
@@ -321,12 +360,17 @@ class Trainer:
             state,
             device=self.env.device,
             keep=self.cfg.keep_checkpoints,
+            trainable_only=self.lora is not None,
         )
 
     def export(self) -> Path:
-        """Writes ``output/final``: safetensors, config (``num_labels=1``), tokenizer, template."""
+        """Writes ``output/final``: safetensors, config (``num_labels=1``), tokenizer, template;
+        LoRA adapters are merged into the weights."""
         dtype = torch.bfloat16 if self.bf16 else torch.float32
-        return ckpt.export_hf(self.root, self.model, self.tokenizer, self.output / "final", dtype=dtype)
+        scaling = self.lora.scaling if self.lora is not None else None
+        return ckpt.export_hf(
+            self.root, self.model, self.tokenizer, self.output / "final", dtype=dtype, lora_scaling=scaling
+        )
 
     def close(self) -> None:
         if self.writer is not None:
