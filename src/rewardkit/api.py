@@ -90,6 +90,7 @@ class RewardModel:
         token_budget: int | None = None,
         reward_head: str | None = None,
         fp8: bool = False,
+        tensor_parallel: bool = False,
     ) -> RewardModel:
         """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`.
 
@@ -104,17 +105,31 @@ class RewardModel:
         tok, template = load_tokenizer(
             name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
         )
-        net, out_idx, head = load_model(
-            name,
-            revision=revision,
-            device=dev,
-            dtype=dt,
-            trust_remote_code=trust_remote_code,
-            output_index=output_index,
-            reward_head=reward_head,
-        )
+        if tensor_parallel:
+            from rewardkit.engine.tensor_parallel import load_sharded_model, tensor_parallel_engine
+
+            net, out_idx, head = load_sharded_model(
+                name,
+                revision=revision,
+                dtype=dt,
+                trust_remote_code=trust_remote_code,
+                output_index=output_index,
+                reward_head=reward_head,
+            )
+            make_engine = tensor_parallel_engine
+        else:
+            net, out_idx, head = load_model(
+                name,
+                revision=revision,
+                device=dev,
+                dtype=dt,
+                trust_remote_code=trust_remote_code,
+                output_index=output_index,
+                reward_head=reward_head,
+            )
+            make_engine = ScoringEngine
         limit = max_length if max_length is not None else default_max_length(net.config, tok)
-        engine = ScoringEngine(
+        engine = make_engine(
             net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head, fp8=fp8
         )
         spec = ScoringSpec(

@@ -87,6 +87,7 @@ def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported laz
         fp8=args.fp8,
         token_budget=args.token_budget,
         reward_head=args.reward_head,
+        tensor_parallel=getattr(args, "tensor_parallel", False),
     )
 
 
@@ -122,9 +123,18 @@ def _score(p: argparse.ArgumentParser) -> Command:
         default=None,
         help="data parallel: one replica per GPU, e.g. 0,1,2,3 or all (under torchrun: one per rank)",
     )
+    p.add_argument(
+        "--tensor-parallel",
+        action="store_true",
+        help="shard the model over the ranks of torchrun (one per GPU) for models too large for one GPU",
+    )
     add_model_args(p)
 
     def run(args: argparse.Namespace) -> int:
+        if args.tensor_parallel:
+            if args.devices is not None:
+                raise RewardkitError("--tensor-parallel and --devices cannot be combined")
+            return _score_tensor_parallel(args)
         if args.prompt is not None or args.response:
             if args.input or not (args.prompt and args.response):
                 raise RewardkitError("use either INPUT, or --prompt with one or more --response")
@@ -153,10 +163,44 @@ def _score(p: argparse.ArgumentParser) -> Command:
     return run
 
 
-def _score_one(args: argparse.Namespace) -> int:
+def _score_tensor_parallel(args: argparse.Namespace) -> int:
+    """Under torchrun: every rank loads its shard; rank 0 scores, the others run its forwards."""
+    import torch
+
+    from rewardkit.engine.parallel import (
+        destroy_process_group,
+        init_process_group,
+        rank_device,
+        rank_from_env,
+    )
+    from rewardkit.engine.tensor_parallel import Lockstep
+
+    rank = rank_from_env()
+    if rank is None:
+        raise RewardkitError(
+            "--tensor-parallel runs one process per GPU under torchrun: "
+            "torchrun --nproc-per-node N -m rewardkit score ... --tensor-parallel"
+        )
+    args.device = rank_device(rank, args.device)
+    init_process_group(rank, torch.device(args.device))
+    try:
+        rm = load_reward_model(args)
+        lockstep = Lockstep(rm.engine)
+        if not rank.is_main:
+            lockstep.follow()
+            return 0
+        with lockstep.lead():
+            if args.prompt is not None or args.response:
+                return _score_one(args, rm)
+            return _score_file_ranked(args, None, rm)
+    finally:
+        destroy_process_group()
+
+
+def _score_one(args: argparse.Namespace, rm=None) -> int:
     from rewardkit.data.conversation import Conversation
 
-    rm = load_reward_model(args)
+    rm = rm or load_reward_model(args)
     convs = [Conversation.from_prompt(args.prompt, r) for r in args.response]
     for resp, reward in zip(args.response, rm.score(convs), strict=True):
         print(json.dumps({"prompt": args.prompt, "response": resp, "reward": reward}, ensure_ascii=False))
@@ -191,7 +235,7 @@ def _score_file(args: argparse.Namespace) -> int:
             destroy_process_group()
 
 
-def _score_file_ranked(args: argparse.Namespace, rank: Rank | None) -> int:
+def _score_file_ranked(args: argparse.Namespace, rank: Rank | None, rm=None) -> int:
     from tqdm import tqdm
 
     from rewardkit.scoring import score_file, score_file_sharded
@@ -204,7 +248,7 @@ def _score_file_ranked(args: argparse.Namespace, rank: Rank | None) -> int:
 
         args.device = rank_device(rank, args.device)
         init_process_group(rank, torch.device(args.device))
-    rm = load_reward_model(args)
+    rm = rm or load_reward_model(args)
     s = rm.spec
     if main_rank:
         where = "" if rank is None else f" ranks={rank.world_size}"

@@ -139,6 +139,7 @@ def chunked_reward(
     cos, sin = backbone.rotary_emb(x[None], pos)  # (1, T, hd) each
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    kv //= getattr(model, "tp_size", None) or 1  # tensor parallel: this rank's key/value heads
     cache = LayerKV(n, kv, hd, dtype=x.dtype, device=device)
     log.info(
         "chunked prefill: %d tokens in chunks of %d; key/value cache %d bytes per token (one layer), %.2f GiB",

@@ -224,6 +224,75 @@ def resolve_reward_head(name: str, config: PretrainedConfig, reward_head: str | 
     return head
 
 
+def load_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    try:
+        return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the config of {name!r}: {e}") from e
+
+
+def resolve_output(
+    name: str, config: Any, reward_head: str | None, output_index: int | None
+) -> tuple[str, int]:
+    """The reward head and which of its outputs is the reward, checked against the config.
+
+    Raises:
+        ModelError: a head the checkpoint lacks, or several outputs and no ``output_index``.
+        ConfigError: an ``output_index`` the head does not have.
+    """
+    head = resolve_reward_head(name, config, reward_head)
+    lm_logit = lm_logit_token(head) is not None
+    if lm_logit and output_index not in (None, 0):
+        raise ConfigError(
+            f"--output-index applies to the {SEQUENCE_CLASSIFICATION} head; the {head} head's "
+            "token is set in --reward-head"
+        )
+    n_out = 1 if lm_logit else int(config.num_labels)
+    if output_index is None:
+        if n_out != 1:
+            raise ModelError(
+                f"{name!r} has a head with {n_out} outputs; a reward model has 1. "
+                "Pass --output-index I to use output I as the reward"
+            )
+        output_index = 0
+    if not 0 <= output_index < n_out:
+        raise ConfigError(f"--output-index must be in [0, {n_out}), got {output_index}")
+    return head, output_index
+
+
+def from_pretrained(
+    name: str,
+    config: Any,
+    head: str,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """``AutoModelForSequenceClassification`` (or ``AutoModelForCausalLM`` for an ``lm-logit``
+    head) from safetensors only; ``kwargs`` go to ``from_pretrained`` (e.g. a tensor-parallel
+    ``distributed_config``)."""
+    lm_logit = lm_logit_token(head) is not None
+    auto = AutoModelForCausalLM if lm_logit else AutoModelForSequenceClassification
+    kind = "causal-LM" if lm_logit else "sequence-classification"
+    try:
+        return auto.from_pretrained(
+            name,
+            config=config,
+            revision=revision,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            attn_implementation="sdpa",
+            **kwargs,
+        )
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"cannot load {name!r} as a {kind} reward model (safetensors weights only): {e}"
+        ) from e
+
+
 def load_model(
     name: str,
     *,
@@ -245,44 +314,12 @@ def load_model(
         ModelError: no safetensors weights, a head the checkpoint lacks, or a head with several
             outputs and no ``output_index``.
     """
-    try:
-        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load the config of {name!r}: {e}") from e
-    head = resolve_reward_head(name, config, reward_head)
-    lm_logit = lm_logit_token(head) is not None
-    if lm_logit and output_index not in (None, 0):
-        raise ConfigError(
-            f"--output-index applies to the {SEQUENCE_CLASSIFICATION} head; the {head} head's "
-            "token is set in --reward-head"
-        )
-    auto = AutoModelForCausalLM if lm_logit else AutoModelForSequenceClassification
-    kind = "causal-LM" if lm_logit else "sequence-classification"
-    try:
-        model = auto.from_pretrained(
-            name,
-            config=config,
-            revision=revision,
-            dtype=dtype,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            attn_implementation="sdpa",
-        )
-    except (OSError, ValueError) as e:
-        raise ModelError(
-            f"cannot load {name!r} as a {kind} reward model (safetensors weights only): {e}"
-        ) from e
-    n_out = 1 if lm_logit else int(model.config.num_labels)
-    if output_index is None:
-        if n_out != 1:
-            raise ModelError(
-                f"{name!r} has a head with {n_out} outputs; a reward model has 1. "
-                "Pass --output-index I to use output I as the reward"
-            )
-        output_index = 0
-    if not 0 <= output_index < n_out:
-        raise ConfigError(f"--output-index must be in [0, {n_out}), got {output_index}")
+    config = load_config(name, revision=revision, trust_remote_code=trust_remote_code)
+    head, output_index = resolve_output(name, config, reward_head, output_index)
+    model = from_pretrained(
+        name, config, head, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code
+    )
     model.to(device).eval()
     model.requires_grad_(False)
-    log.info("loaded %s (%s, %s, head %s, %d outputs)", name, device, dtype_name(dtype), head, n_out)
+    log.info("loaded %s (%s, %s, head %s)", name, device, dtype_name(dtype), head)
     return model, output_index, head

@@ -1,0 +1,243 @@
+"""Tensor-parallel scoring (2 ranks, gloo, CPU) equals the unsharded reference.
+
+The module is also the worker that ``torchrun --nproc-per-node 2`` runs: each rank loads its
+shard with transformers' tensor-parallel plan, rank 0 scores through the ordinary engine under
+`Lockstep.lead` and the other rank follows.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rewardkit.api import RewardModel
+from rewardkit.data.conversation import Conversation
+from rewardkit.engine.tensor_parallel import check_shapes
+from rewardkit.errors import ConfigError
+from rewardkit.models.reference import reference_scores
+
+TOL = 1e-5  # fp32 on CPU: sharded matmuls only change the summation order
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+BUDGET = 256  # tokens per batch in the worker: several batches, and one sequence over it
+
+
+def _worker(model_dir: str, job: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
+    from rewardkit.engine.tensor_parallel import (
+        Lockstep,
+        load_sharded_model,
+        tensor_parallel_engine,
+    )
+
+    torch.set_num_threads(1)
+    rank = rank_from_env()
+    assert rank is not None
+    init_process_group(rank, torch.device("cpu"))
+    model, idx, head = load_sharded_model(model_dir, dtype=torch.float32)
+    engine = tensor_parallel_engine(model, head=head, output_index=idx, token_budget=BUDGET)
+    spec = json.loads(Path(job).read_text())
+    attn = model.model.layers[0].self_attn
+    local_q = attn.q_proj(torch.zeros(1, 1, model.config.hidden_size)).shape[-1] // attn.head_dim
+    result: dict[str, object] = {"local_q_heads": local_q}
+    lockstep = Lockstep(engine)
+    if rank.is_main:
+        with lockstep.lead():
+            result["ids"] = engine.score_ids(spec["ids"])
+            result["groups"] = engine.score_groups(spec["groups"])
+            if spec["long"]:
+                result["long"] = engine.score_ids([spec["long"]])
+    else:
+        result["followed"] = lockstep.follow()
+    Path(f"{out}.rank{rank.rank}").write_text(json.dumps(result))
+    dist.barrier()
+    destroy_process_group()
+
+
+def _torchrun(tmp_path: Path, model_dir: Path, job: dict) -> list[dict]:
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    out = tmp_path / "result"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", __file__]
+    proc = subprocess.run(
+        [*cmd, str(model_dir), str(tmp_path / "job.json"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(2)]
+
+
+def _convs(n: int, seed: int) -> list[Conversation]:
+    rng = random.Random(seed)
+    convs = []
+    for i in range(n):
+        prompt = " ".join(f"p{i}w{j}" for j in range(rng.randint(1, 20)))
+        convs.append(Conversation.from_prompt(prompt, " ".join(f"r{j}" for j in range(rng.randint(1, 30)))))
+    return convs
+
+
+def _close(a: list[float], b: list[float]) -> None:
+    assert len(a) == len(b)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < TOL, (a, b)
+
+
+@pytest.fixture(scope="module")
+def tp_model_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2 with 8 query and 4 key/value heads: 4 and 2 per rank (several of each, so a
+    buffer sized for the global head count cannot line up by broadcasting)."""
+    from rewardkit.models.tiny import byte_tokenizer, tiny_reward_model
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-tp")
+    tok = byte_tokenizer()
+    model = tiny_reward_model(vocab_size=len(tok), pad_token_id=tok.pad_token_id, heads=8, kv_heads=4, seed=3)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen2_run(tp_model_dir, tmp_path_factory):
+    """One 2-rank run: plain batches, shared-prefix groups and one chunked long sequence."""
+
+    tiny_rm = RewardModel.load(tp_model_dir, device="cpu")
+    convs = _convs(10, seed=5)
+    prompt = "Which is larger, 7 or 9? Explain briefly."
+    group = [
+        Conversation.from_prompt(prompt, r) for r in ("9.", "7 is larger.", "Nine, since 9 - 7 = 2 > 0.")
+    ]
+    ids = [e.ids for e in tiny_rm.encode(convs)]
+    group_ids = [e.ids for e in tiny_rm.encode(group)]
+    job = {"ids": ids, "groups": [group_ids, ids[:2]], "long": []}
+    ranks = _torchrun(tmp_path_factory.mktemp("tp-qwen2"), tp_model_dir, job)
+    ref = {
+        "ids": reference_scores(tiny_rm.model, tiny_rm.tokenizer, convs),
+        "group": reference_scores(tiny_rm.model, tiny_rm.tokenizer, group),
+    }
+    return ranks, ref, tiny_rm
+
+
+def test_tensor_parallel_matches_reference(qwen2_run):
+    ranks, ref, _ = qwen2_run
+    _close(ranks[0]["ids"], ref["ids"])
+    assert len(set(ref["ids"])) == len(ref["ids"])  # distinct rewards: order mix-ups would show
+
+
+def test_each_rank_holds_its_share_of_heads(qwen2_run):
+    ranks, _, _ = qwen2_run
+    assert [r["local_q_heads"] for r in ranks] == [4, 4]  # 8 heads over 2 ranks
+
+
+def test_follower_ran_every_forward(qwen2_run):
+    ranks, _, _ = qwen2_run
+    # ids (several BUDGET-token batches) + two groups in one batch: at least 3 forwards.
+    assert ranks[1]["followed"] >= 3
+
+
+def test_tensor_parallel_groups_match_reference(qwen2_run):
+    ranks, ref, _ = qwen2_run
+    group, pair = ranks[0]["groups"]
+    _close(group, ref["group"])
+    _close(pair, ref["ids"][:2])
+
+
+def test_tensor_parallel_long_sequence_matches_reference(qwen2_run, tp_model_dir, tmp_path):
+    _, _, tiny_rm = qwen2_run
+    long_conv = Conversation.from_prompt("x " * 200, "y " * 100)  # > BUDGET tokens: chunked prefill
+    long_ids = tiny_rm.encode([long_conv])[0].ids
+    assert len(long_ids) > BUDGET
+    ranks = _torchrun(tmp_path, tp_model_dir, {"ids": [], "groups": [], "long": long_ids})
+    _close(ranks[0]["long"], reference_scores(tiny_rm.model, tiny_rm.tokenizer, [long_conv]))
+
+
+def test_lm_logit_head_is_gathered(tmp_path):
+    """A causal LM's reward-token row, from an output embedding sharded over an odd vocabulary."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from rewardkit.models.tiny import byte_tokenizer
+
+    tok = byte_tokenizer()  # 259 tokens: shards of 130 and 129 rows
+    torch.manual_seed(7)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(cfg)
+    model.config.reward_token_id = 200  # a row in the second rank's shard
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    rm = RewardModel.load(tmp_path / "lm", device="cpu")
+    convs = _convs(4, seed=9)
+    ids = [e.ids for e in rm.encode(convs)]
+    ranks = _torchrun(tmp_path, tmp_path / "lm", {"ids": ids, "groups": [], "long": []})
+    _close(ranks[0]["ids"], rm.engine.score_ids(ids))
+
+
+def test_shapes_must_divide():
+    from transformers import Qwen2Config
+
+    check_shapes(Qwen2Config(num_attention_heads=4, num_key_value_heads=2, intermediate_size=128), 2)
+    with pytest.raises(ConfigError) as e:
+        check_shapes(Qwen2Config(num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944), 8)
+    assert "num_attention_heads=28, num_key_value_heads=4" in str(e.value)
+    assert "intermediate_size" not in str(e.value)  # 18944 = 8 · 2368
+
+
+def test_load_needs_a_process_group(tiny_model_dir):
+    from rewardkit.engine.tensor_parallel import load_sharded_model
+
+    with pytest.raises(ConfigError, match="torchrun"):
+        load_sharded_model(str(tiny_model_dir), dtype=torch.float32)
+
+
+def test_fp8_is_refused(tiny_rm):
+    from rewardkit.engine.tensor_parallel import tensor_parallel_engine
+
+    with pytest.raises(ConfigError, match="--fp8 cannot be combined with --tensor-parallel"):
+        tensor_parallel_engine(tiny_rm.model, fp8=True)
+
+
+@pytest.mark.skipif(
+    "tensor_parallel" not in inspect.signature(RewardModel.load).parameters,
+    reason="rewardkit score --tensor-parallel is not wired into the CLI",
+)
+def test_cli_score_tensor_parallel(qwen2_run, tp_model_dir, tmp_path):
+    """``torchrun -m rewardkit score --tensor-parallel`` writes the unsharded model's rewards."""
+    _, _, tiny_rm = qwen2_run
+    convs = _convs(5, seed=11)
+    rows = [{"messages": [m.to_dict() for m in c.messages]} for c in convs]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "rewardkit", "score"]
+    args = [str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-m", str(tp_model_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [*cmd, *args, "--device", "cpu", "--tensor-parallel", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = [json.loads(line)["reward"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    _close(got, reference_scores(tiny_rm.model, tiny_rm.tokenizer, convs))
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:4])
