@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from rewardkit.api import RewardModel
 from rewardkit.cli import main
 from rewardkit.data.conversation import Conversation
 from rewardkit.errors import ConfigError, ModelError
 from rewardkit.models.reference import generate_reference_scores, reference_scores
-from rewardkit.models.tiny import byte_tokenizer
+from rewardkit.models.tiny import byte_tokenizer, tiny_causal_lm
 
 # fp32 on CPU: the packed stream and generate's per-conversation forward reduce in different
 # orders (GEMM blocking over T); logits here have magnitude ~10 and differ by ~1e-6.
@@ -44,21 +43,14 @@ def conversations(n: int, seed: int, *, max_words: int = 30) -> list[Conversatio
 def save_causal_lm(path: Path, **config_extra: object) -> Path:
     """A 2-layer random ``LlamaForCausalLM`` + the tiny byte tokenizer, saved as safetensors."""
     tok = byte_tokenizer()
-    config = LlamaConfig(
+    model = tiny_causal_lm(
+        "llama",
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
+        seed=11,
         **config_extra,
     )
-    torch.manual_seed(11)
-    model = LlamaForCausalLM(config)
     torch.nn.init.normal_(model.lm_head.weight, std=1.0)  # logits over a visible range
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)

@@ -163,23 +163,10 @@ def test_tensor_parallel_long_sequence_matches_reference(qwen2_run, tp_model_dir
 
 def test_lm_logit_head_is_gathered(tmp_path):
     """A causal LM's reward-token row, from an output embedding sharded over an odd vocabulary."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from rewardkit.models.tiny import byte_tokenizer
+    from rewardkit.models.tiny import byte_tokenizer, tiny_causal_lm
 
     tok = byte_tokenizer()  # 259 tokens: shards of 130 and 129 rows
-    torch.manual_seed(7)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = Qwen2ForCausalLM(cfg)
+    model = tiny_causal_lm(vocab_size=len(tok), pad_token_id=tok.pad_token_id, seed=7)
     model.config.reward_token_id = 200  # a row in the second rank's shard
     model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")

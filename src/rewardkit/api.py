@@ -105,28 +105,20 @@ class RewardModel:
         tok, template = load_tokenizer(
             name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
         )
+        common = dict(
+            revision=revision,
+            dtype=dt,
+            trust_remote_code=trust_remote_code,
+            output_index=output_index,
+            reward_head=reward_head,
+        )
         if tensor_parallel:
             from rewardkit.engine.tensor_parallel import load_sharded_model, tensor_parallel_engine
 
-            net, out_idx, head = load_sharded_model(
-                name,
-                revision=revision,
-                dtype=dt,
-                trust_remote_code=trust_remote_code,
-                output_index=output_index,
-                reward_head=reward_head,
-            )
+            net, out_idx, head = load_sharded_model(name, **common)
             make_engine = tensor_parallel_engine
         else:
-            net, out_idx, head = load_model(
-                name,
-                revision=revision,
-                device=dev,
-                dtype=dt,
-                trust_remote_code=trust_remote_code,
-                output_index=output_index,
-                reward_head=reward_head,
-            )
+            net, out_idx, head = load_model(name, device=dev, **common)
             make_engine = ScoringEngine
         limit = max_length if max_length is not None else default_max_length(net.config, tok)
         engine = make_engine(

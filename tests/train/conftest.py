@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from rewardkit.models.tiny import byte_tokenizer
+from rewardkit.models.tiny import byte_tokenizer, tiny_causal_lm
 
 GOOD, BAD = "abcde", "vwxyz"
 
@@ -63,18 +62,7 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2ForCausalLM (no reward head) with the byte tokenizer and ChatML."""
     out = tmp_path_factory.mktemp("tiny-lm")
     tok = byte_tokenizer()
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-    )
-    Qwen2ForCausalLM(cfg).save_pretrained(out)
+    tiny_causal_lm(vocab_size=len(tok), max_positions=512).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 

@@ -14,9 +14,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     LlamaConfig,
+    LlamaForCausalLM,
     LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen2ForCausalLM,
     Qwen2ForSequenceClassification,
 )
 
@@ -48,19 +50,19 @@ def byte_tokenizer(chat_template: str = CHATML_TEMPLATE) -> PreTrainedTokenizerF
     )
 
 
-def tiny_reward_model(
+def tiny_config(
     arch: Arch = "qwen2",
     *,
     vocab_size: int,
-    pad_token_id: int,
+    pad_token_id: int | None = None,
     hidden_size: int = 64,
     layers: int = 2,
     heads: int = 4,
     kv_heads: int = 2,
     max_positions: int = 4096,
-    seed: int = 0,
-) -> torch.nn.Module:
-    """A random ``*ForSequenceClassification`` with ``num_labels=1``, fp32, on the CPU."""
+    **extra: object,
+) -> LlamaConfig | Qwen2Config:
+    """A small config of a real architecture (untied embeddings, MLP twice the hidden size)."""
     kw = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -69,20 +71,36 @@ def tiny_reward_model(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
-        num_labels=1,
         pad_token_id=pad_token_id,
         tie_word_embeddings=False,
+        **extra,
     )
-    torch.manual_seed(seed)
     if arch == "qwen2":
-        model = Qwen2ForSequenceClassification(Qwen2Config(**kw))
-    elif arch == "llama":
-        model = LlamaForSequenceClassification(LlamaConfig(**kw))
-    else:
-        raise ValueError(f"arch must be 'qwen2' or 'llama', got {arch!r}")
+        return Qwen2Config(**kw)
+    if arch == "llama":
+        return LlamaConfig(**kw)
+    raise ValueError(f"arch must be 'qwen2' or 'llama', got {arch!r}")
+
+
+def tiny_reward_model(
+    arch: Arch = "qwen2", *, vocab_size: int, pad_token_id: int, seed: int = 0, **config: object
+) -> torch.nn.Module:
+    """A random ``*ForSequenceClassification`` with ``num_labels=1``, fp32, on the CPU."""
+    cfg = tiny_config(arch, vocab_size=vocab_size, pad_token_id=pad_token_id, num_labels=1, **config)
+    torch.manual_seed(seed)
+    model = (Qwen2ForSequenceClassification if arch == "qwen2" else LlamaForSequenceClassification)(cfg)
     # A larger head init than HF's default so that rewards spread over a visible range.
     torch.nn.init.normal_(model.score.weight, std=1.0)
     return model.eval()
+
+
+def tiny_causal_lm(
+    arch: Arch = "qwen2", *, vocab_size: int, seed: int = 0, **config: object
+) -> torch.nn.Module:
+    """A random ``*ForCausalLM`` (e.g. a causal-LM reward checkpoint, or a base model to train)."""
+    cfg = tiny_config(arch, vocab_size=vocab_size, **config)
+    torch.manual_seed(seed)
+    return (Qwen2ForCausalLM if arch == "qwen2" else LlamaForCausalLM)(cfg)
 
 
 def save_tiny_reward_model(path: str | Path, *, arch: Arch = "qwen2", seed: int = 0) -> Path:
