@@ -21,47 +21,17 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+import common  # bench/common.py (the script's folder is on sys.path)
 from rewardkit.engine.engine import ScoringEngine
 from rewardkit.engine.parallel import shard_bounds
 
-# Qwen2.5 shapes (hidden, intermediate, layers, heads, kv heads); vocab 152064.
-SHAPES = {
-    "0.5b": (896, 4864, 24, 14, 2),
-    "1.5b": (1536, 8960, 28, 12, 2),
-    "7b": (3584, 18944, 28, 28, 4),
-    "14b": (5120, 13824, 48, 40, 8),
-}
-
-
-def workload(n: int, seed: int = 0) -> list[list[int]]:
-    """Lognormal lengths (median 512, σ 0.8, clipped to [16, 4096]) of random token ids."""
-    g = torch.Generator().manual_seed(seed)
-    lens = torch.exp(torch.randn(n, generator=g) * 0.8 + torch.log(torch.tensor(512.0)))
-    lens = lens.clamp(16, 4096).long().tolist()
-    return [torch.randint(0, 151000, (n_,), generator=g).tolist() for n_ in lens]
-
 
 def build_model(size: str, device: torch.device) -> torch.nn.Module:
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    d, inter, layers, heads, kv = SHAPES[size]
-    cfg = Qwen2Config(
-        vocab_size=152064,
-        hidden_size=d,
-        intermediate_size=inter,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        num_labels=1,
-        pad_token_id=151643,
-        max_position_embeddings=32768,
-    )
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with device:
-            model = Qwen2ForSequenceClassification(cfg)
-    finally:
-        torch.set_default_dtype(torch.float32)
+    cfg = common.config(size, num_labels=1, pad_token_id=0, max_position_embeddings=32768)
+    with device:
+        model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.bfloat16)
     return model.eval().requires_grad_(False)
 
 
@@ -70,7 +40,7 @@ def replica(rank: int, world: int, a: argparse.Namespace, barrier, results) -> N
     torch.cuda.set_device(device)
     torch.manual_seed(0)
     model = build_model(a.size, device)
-    seqs = workload(a.n, a.seed)
+    seqs = common.lognormal_workload(a.n, common.SHAPES[a.size]["vocab_size"], a.seed)
     lo, hi = shard_bounds(len(seqs), rank, world)
     mine = seqs[lo:hi]
     engine = ScoringEngine(model, token_budget=a.token_budget)
@@ -109,7 +79,7 @@ def run(world: int, a: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=sorted(SHAPES), default="7b")
+    p.add_argument("--size", choices=sorted(common.SHAPES), default="7b")
     p.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n", type=int, default=4096, help="conversations in the workload")
     p.add_argument("--seed", type=int, default=0)

@@ -34,8 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, Qwen2Config
+from transformers import AutoModelForSequenceClassification
 
+import common  # bench/common.py (the script's folder is on sys.path)
 from rewardkit.api import RewardModel
 from rewardkit.engine.engine import ScoringEngine
 from rewardkit.models.loading import ScoringSpec, dtype_name, template_hash
@@ -43,29 +44,6 @@ from rewardkit.models.templating import ChatTokenizer
 from rewardkit.models.tiny import CHATML_TEMPLATE, byte_tokenizer
 from rewardkit.server import BackgroundServer, ServerConfig, create_app
 
-SIZES = {
-    "32b": dict(
-        hidden_size=5120,
-        intermediate_size=27648,
-        num_hidden_layers=64,
-        num_attention_heads=40,
-        num_key_value_heads=8,
-    ),
-    "7b": dict(
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-    ),
-    "tiny": dict(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    ),
-}
 WORDS = [
     "the",
     "of",
@@ -88,16 +66,7 @@ WORDS = [
 
 def build_rm(size: str, device: torch.device, dtype: torch.dtype, token_budget: int | None) -> RewardModel:
     tok = byte_tokenizer()
-    cfg = Qwen2Config(
-        vocab_size=152064,
-        max_position_embeddings=32768,
-        rope_theta=1e6,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-        **SIZES[size],
-    )
+    cfg = common.config(size, max_position_embeddings=32768, num_labels=1, pad_token_id=tok.pad_token_id)
     with device:
         model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
     model.eval().requires_grad_(False)
@@ -185,7 +154,7 @@ def percentile(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="7b")
+    ap.add_argument("--size", choices=sorted(common.SHAPES), default="7b")
     ap.add_argument("--n", type=int, default=None, help="conversations (default 1024; tiny 256)")
     ap.add_argument("--median", type=float, default=None, help="median tokens (default 512; tiny 128)")
     ap.add_argument("--sigma", type=float, default=0.8)

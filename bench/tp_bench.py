@@ -4,20 +4,20 @@ Run one process per GPU under torchrun; every rank loads its shard through
 `rewardkit.engine.tensor_parallel.load_sharded_model` (transformers' ``tp_plan="auto"``), rank 0
 scores through the engine under `Lockstep.lead`, the others follow.
 
-Throughput (``--shape llama-70b`` / ``qwen-32b``): the checkpoint directory holds the config and
+Throughput (``--shape llama-70b`` / ``32b``): the checkpoint directory holds the config and
 the head weight only; transformers initialises every missing weight randomly, on each rank's
 shard, so a 70B model needs no 141 GB file (random weights do not change speed). Workload:
 lognormal lengths (median 512, σ 0.8, clipped to [16, 4096]) of random token ids.
 
-Parity (``--parity``, e.g. ``--shape qwen-7b``): rank 0 builds a random model of the shape on its
+Parity (``--parity``, e.g. ``--shape 7b``): rank 0 builds a random model of the shape on its
 GPU, saves it (safetensors), and every rank loads the saved weights sharded. Both sides run the
 head in fp32 (as ``bench/engine_bench.py``'s fidelity check) and report max/median |Δ| against
 the unsharded engine on rank 0, the reward spread, and whether every pair of consecutive
 conversations whose reference margin exceeds 2·max|Δ| is ordered the same.
 
     torchrun --nproc-per-node 4 bench/tp_bench.py --shape llama-70b --conversations 2048
-    torchrun --nproc-per-node 2 bench/tp_bench.py --shape qwen-32b --conversations 2048
-    torchrun --nproc-per-node 2 bench/tp_bench.py --shape qwen-7b --parity --conversations 256
+    torchrun --nproc-per-node 2 bench/tp_bench.py --shape 32b --conversations 2048
+    torchrun --nproc-per-node 2 bench/tp_bench.py --shape 7b --parity --conversations 256
     torchrun --nproc-per-node 2 bench/tp_bench.py --shape tiny --device cpu --parity --conversations 32   # smoke
 """
 
@@ -33,43 +33,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import common  # bench/common.py (the script's folder is on sys.path)
 from rewardkit.engine.engine import ScoringEngine
 from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
 from rewardkit.engine.tensor_parallel import Lockstep, load_sharded_model, tensor_parallel_engine
 
-# (architecture, hidden, intermediate, layers, heads, kv heads, vocab)
-SHAPES = {
-    "llama-70b": ("llama", 8192, 28672, 80, 64, 8, 128256),  # Llama-3.3-70B
-    "qwen-32b": ("qwen2", 5120, 27648, 64, 40, 8, 152064),  # Qwen2.5-32B
-    "qwen-7b": ("qwen2", 3584, 18944, 28, 28, 4, 152064),  # Qwen2.5-7B
-    "tiny": ("qwen2", 64, 128, 2, 8, 4, 1000),
-}
-
-
-def workload(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
-    """Lognormal lengths (median 512, σ 0.8, clipped to [16, 4096]) of random token ids."""
-    g = torch.Generator().manual_seed(seed)
-    lens = torch.exp(torch.randn(n, generator=g) * 0.8 + torch.log(torch.tensor(512.0)))
-    lens = lens.clamp(16, 4096).long().tolist()
-    return [torch.randint(0, vocab, (k,), generator=g).tolist() for k in lens]
-
 
 def config(shape: str):
-    from transformers import LlamaConfig, Qwen2Config
-
-    arch, d, inter, layers, heads, kv, vocab = SHAPES[shape]
-    cls, name = (LlamaConfig, "Llama") if arch == "llama" else (Qwen2Config, "Qwen2")
-    return cls(
-        vocab_size=vocab,
-        hidden_size=d,
-        intermediate_size=inter,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
+    name = "Llama" if common.arch(shape) == "llama" else "Qwen2"
+    return common.config(
+        shape,
         num_labels=1,
         pad_token_id=0,
         max_position_embeddings=32768,
-        tie_word_embeddings=False,
         architectures=[f"{name}ForSequenceClassification"],
     )
 
@@ -124,7 +100,7 @@ def parity(ref: list[float], got: list[float]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=sorted(SHAPES), default="qwen-7b")
+    p.add_argument("--shape", choices=sorted(common.SHAPES), default="7b")
     p.add_argument("--conversations", type=int, default=2048, help="conversations in the workload")
     p.add_argument("--token-budget", type=int, default=16384)
     p.add_argument("--parity", action="store_true", help="compare with the unsharded model (must fit rank 0)")
@@ -140,8 +116,7 @@ def main() -> None:
     device = torch.device(f"cuda:{rank.local_rank}" if a.device == "cuda" else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     init_process_group(rank, device)
-    vocab = SHAPES[a.shape][-1]
-    seqs = workload(a.conversations, vocab)
+    seqs = common.lognormal_workload(a.conversations, common.SHAPES[a.shape]["vocab_size"])
     tmp = Path(a.dir or tempfile.gettempdir()) / f"rewardkit-tp-{a.shape}-{'full' if a.parity else 'head'}"
     ref_model = None
     if rank.is_main:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import AutoModelForSequenceClassification, Qwen2Config
+from transformers import AutoModelForSequenceClassification
 
+import common  # bench/common.py (the script's folder is on sys.path)
 from rewardkit.engine.attention import VARLEN
 from rewardkit.engine.engine import set_compiled
 from rewardkit.train.data import TokenPairs
@@ -46,31 +47,9 @@ from rewardkit.train.metrics import FlopCounter, peak_tflops
 from rewardkit.train.modeling import enable_activation_checkpointing, matmul_params
 from rewardkit.train.step import PairStep, make_optimizer
 
-SIZES = {
-    # Qwen2.5-32B-Instruct shapes
-    "32b": dict(hidden_size=5120, intermediate_size=27648, num_hidden_layers=64, num_attention_heads=40,
-                num_key_value_heads=8, vocab_size=152064),
-    # Qwen2.5-7B-Instruct shapes
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, vocab_size=152064),
-    # Qwen2.5-1.5B-Instruct shapes
-    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                 num_key_value_heads=2, vocab_size=151936),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=512),
-}  # fmt: skip
 
-
-def model_config(size: str) -> Qwen2Config:
-    return Qwen2Config(
-        **SIZES[size],
-        max_position_embeddings=32768,
-        rope_theta=1e6,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=False,
-        num_labels=1,
-        pad_token_id=0,
-    )
+def model_config(size: str):
+    return common.config(size, max_position_embeddings=32768, num_labels=1, pad_token_id=0)
 
 
 def build_model(size: str, device: torch.device) -> torch.nn.Module:
@@ -124,7 +103,7 @@ def param_counts(size: str, lora_rank: int = 0) -> dict[str, int]:
     """Parameters of the reward model (``*ForSequenceClassification``: embedding, decoder, final
     norm, 1-output head), of the causal LM it comes from, and of LoRA adapters on the attention
     and MLP projections."""
-    c = SIZES[size]
+    c = common.SHAPES[size]
     h, i, v, n_layers = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"]
     kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
     shapes = {  # (in, out) of each linear layer of a decoder layer
@@ -151,7 +130,7 @@ def activation_bytes_per_token_layer(size: str, lora_rank: int = 0) -> int:
     2 RMSNorms (fp32 input + bf16 normalised, 6h each) and their bf16 outputs (2h each), q and
     attention output (2h each), k and v (2kv each), the MLP's gate, SiLU, up and product (2i each),
     and the LoRA A outputs (2r for each of 7 projections)."""
-    c = SIZES[size]
+    c = common.SHAPES[size]
     h, i = c["hidden_size"], c["intermediate_size"]
     kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
     return 2 * 6 * h + 2 * 2 * h + 2 * 2 * h + 2 * 2 * kv + 4 * 2 * i + 7 * 2 * lora_rank
@@ -160,7 +139,7 @@ def activation_bytes_per_token_layer(size: str, lora_rank: int = 0) -> int:
 def memory_plan(size: str, world: int, lora_rank: int, tokens: int, checkpointing: bool) -> dict[str, float]:
     """GiB per GPU of one configuration under FSDP2 + bf16 mixed precision (computed)."""
     pc = param_counts(size, lora_rank)
-    c = SIZES[size]
+    c = common.SHAPES[size]
     h, i, n_layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
     n, t = pc["reward_model"], pc["trainable"]
     out: dict[str, float] = {}
@@ -209,7 +188,7 @@ def print_plan(size: str, micro_batch_tokens: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=sorted(SIZES), default="7b")
+    ap.add_argument("--size", choices=sorted(common.SHAPES), default="7b")
     ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--global-batch-size", type=int, default=128, help="pairs per step over all ranks")
