@@ -67,22 +67,33 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def fast_config(tiny_lm_dir: Path, task: dict[str, Path]):
+    """Makes fast settings for the tiny task (high lr, small batches) writing to ``output``;
+    tests override what they test."""
+
+    def make(output: Path, **overrides: object) -> dict:
+        return {
+            "model": str(tiny_lm_dir),
+            "data": str(task["train"]),
+            "output": str(output),
+            "lr": 1e-3,
+            "warmup_steps": 1,
+            "global_batch_size": 8,
+            "micro_batch_tokens": 256,
+            "save_every": 0,
+            "eval_every": 0,
+            "tensorboard": False,
+            "device": "cpu",
+            **overrides,
+        }
+
+    return make
+
+
 @pytest.fixture()
-def base_config(tiny_lm_dir: Path, task: dict[str, Path], tmp_path: Path) -> dict:
-    """Fast settings for the tiny task (high lr, small batches); tests override what they test."""
-    return {
-        "model": str(tiny_lm_dir),
-        "data": str(task["train"]),
-        "output": str(tmp_path / "run"),
-        "lr": 1e-3,
-        "warmup_steps": 1,
-        "global_batch_size": 8,
-        "micro_batch_tokens": 256,
-        "save_every": 0,
-        "eval_every": 0,
-        "tensorboard": False,
-        "device": "cpu",
-    }
+def base_config(fast_config, tmp_path: Path) -> dict:
+    return fast_config(tmp_path / "run")
 
 
 @pytest.fixture()

@@ -52,23 +52,18 @@ def full(p: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tiny_lm_dir: Path, task: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> LoraRun:
+def lora_run(fast_config, task: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> LoraRun:
     out = tmp_path_factory.mktemp("lora")
     cfg = TrainConfig(
-        model=str(tiny_lm_dir),
-        data=str(task["train"]),
-        val_data=str(task["val"]),
-        output=str(out),
-        warmup_steps=1,
-        global_batch_size=16,
-        max_steps=8,
-        micro_batch_tokens=512,
-        eval_every=0,
-        save_every=0,
-        weight_decay=0.0,
-        tensorboard=False,
-        device="cpu",
-        **LORA,
+        **fast_config(
+            out,
+            val_data=str(task["val"]),
+            global_batch_size=16,
+            max_steps=8,
+            micro_batch_tokens=512,
+            weight_decay=0.0,
+            **LORA,
+        )
     )
     t = Trainer(cfg)
     try:

@@ -34,23 +34,18 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_lm_dir: Path, task: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def trained(fast_config, task: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A causal LM trained on the generated task; rewards of PROBES from the live (sharded) model."""
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainConfig(
-        model=str(tiny_lm_dir),
-        data=str(task["train"]),
-        val_data=str(task["val"]),
-        output=str(out),
-        lr=1e-3,
-        warmup_steps=1,
-        global_batch_size=16,
-        max_steps=6,
-        micro_batch_tokens=512,
-        eval_every=3,
-        save_every=0,
-        tensorboard=False,
-        device="cpu",
+        **fast_config(
+            out,
+            val_data=str(task["val"]),
+            global_batch_size=16,
+            max_steps=6,
+            micro_batch_tokens=512,
+            eval_every=3,
+        )
     )
     t = Trainer(cfg)
     try:
