@@ -1,12 +1,29 @@
-"""rewardkit: score, serve, train and evaluate scalar reward models."""
+"""rewardkit: score, serve, train and evaluate scalar reward models.
 
-from rewardkit.api import RewardModel, Scored
-from rewardkit.data.conversation import Conversation, Message, PreferencePair
-from rewardkit.engine.engine import ScoringEngine
-from rewardkit.errors import ConfigError, InputError, ModelError, RewardkitError
-from rewardkit.models.loading import ScoringSpec
+The public names load lazily, so ``import rewardkit.errors`` (and ``rewardkit --help``) does not
+import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "RewardModel": "rewardkit.api",
+    "Scored": "rewardkit.api",
+    "Conversation": "rewardkit.data.conversation",
+    "Message": "rewardkit.data.conversation",
+    "PreferencePair": "rewardkit.data.conversation",
+    "ScoringEngine": "rewardkit.engine.engine",
+    "ConfigError": "rewardkit.errors",
+    "InputError": "rewardkit.errors",
+    "ModelError": "rewardkit.errors",
+    "RewardkitError": "rewardkit.errors",
+    "ScoringSpec": "rewardkit.models.loading",
+}
 __all__ = [
     "ConfigError",
     "Conversation",
@@ -21,3 +38,16 @@ __all__ = [
     "ScoringSpec",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from rewardkit.api import RewardModel, Scored
+    from rewardkit.data.conversation import Conversation, Message, PreferencePair
+    from rewardkit.engine.engine import ScoringEngine
+    from rewardkit.errors import ConfigError, InputError, ModelError, RewardkitError
+    from rewardkit.models.loading import ScoringSpec
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rewardkit' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

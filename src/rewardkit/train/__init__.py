@@ -4,10 +4,29 @@ Example:
     >>> from rewardkit.train import train
     >>> export_dir = train({"model": "Qwen/Qwen2.5-0.5B-Instruct", "data": "nvidia/HelpSteer3",
     ...                     "output": "runs/rm"})  # doctest: +SKIP
+
+Names load lazily, so registering ``rewardkit train`` does not import torch.
 """
 
-from rewardkit.train.config import TrainConfig, load_config
-from rewardkit.train.loss import bt, margin_bt, pair_losses, scaled_bt
-from rewardkit.train.trainer import Trainer, train
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "rewardkit.train.config",
+    "load_config": "rewardkit.train.config",
+    "bt": "rewardkit.train.loss",
+    "margin_bt": "rewardkit.train.loss",
+    "pair_losses": "rewardkit.train.loss",
+    "scaled_bt": "rewardkit.train.loss",
+    "Trainer": "rewardkit.train.trainer",
+    "train": "rewardkit.train.trainer",
+}
 __all__ = ["TrainConfig", "Trainer", "bt", "load_config", "margin_bt", "pair_losses", "scaled_bt", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rewardkit.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
