@@ -20,11 +20,13 @@ class Recorder:
 
     def __init__(self, fail_on: int | None = None, delay: float = 0.0) -> None:
         self.batches: list[list[int]] = []
+        self.group_sizes: list[list[int] | None] = []
         self.threads: set[str] = set()
         self.fail_on = fail_on
         self.delay = delay
 
-    def __call__(self, encoded: Sequence[Encoded]) -> list[Scored]:
+    def __call__(self, encoded: Sequence[Encoded], group_sizes: Sequence[int] | None = None) -> list[Scored]:
+        self.group_sizes.append(None if group_sizes is None else list(group_sizes))
         self.threads.add(threading.current_thread().name)
         ids = [e.ids[0] for e in encoded]
         self.batches.append(ids)
@@ -74,6 +76,24 @@ def test_requests_are_never_split_and_keep_their_order():
     a, c = asyncio.run(main())
     assert [s.reward for s in a] == [1, 2] and [s.reward for s in c] == [3, 4]
     assert rec.batches == [[1, 2], [3, 4]]
+
+
+def test_grouped_request_reaches_the_engine_as_one_group():
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec)
+        b.start()
+        r = await asyncio.gather(
+            b.submit([enc(1, 10), enc(2, 10)]), b.submit([enc(3, 10), enc(4, 10), enc(5, 10)], group=True)
+        )
+        await b.close()
+        return r
+
+    a, g = asyncio.run(main())
+    assert [s.reward for s in a] == [1, 2] and [s.reward for s in g] == [3, 4, 5]
+    assert rec.batches == [[1, 2, 3, 4, 5]]
+    assert rec.group_sizes == [[1, 1, 3]]  # plain requests: groups of one; the compare request: one group
 
 
 def test_full_budget_dispatches_without_waiting():

@@ -196,7 +196,8 @@ def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
         context = [m.model_dump() for m in req.context]
         locate = compare_locator(len(context))
         raw = [[*context, {"role": "assistant", "content": r}] for r in req.responses]
-        scored = await service.score_conversations(service.parse_conversations(raw, locate), locate)
+        convs = service.parse_conversations(raw, locate)
+        scored = await service.score_conversations(convs, locate, group=True)  # the context runs once
         r = [x.reward for x in scored]
         mean = sum(r) / len(r)
         return s.CompareResponse(

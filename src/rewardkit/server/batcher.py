@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -25,7 +26,9 @@ from rewardkit.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
-ScoreFn = Callable[[Sequence[Encoded]], list[Scored]]
+# ``score(encoded)``, or ``score(encoded, group_sizes=[...])`` when a batch holds a group of
+# conversations sharing a prompt (``RewardModel.score_encoded`` takes both).
+ScoreFn = Callable[..., list[Scored]]
 
 
 class Overloaded(Exception):
@@ -52,6 +55,7 @@ class _Job:
     encoded: Sequence[Encoded]
     tokens: int
     future: asyncio.Future[list[Scored]]
+    group: bool = False  # all of encoded share a prompt: scored with the prompt computed once
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -125,8 +129,10 @@ class DynamicBatcher:
             self.pending -= conversations
             self.metrics.queue_depth.set(self.pending)
 
-    async def submit(self, encoded: Sequence[Encoded]) -> list[Scored]:
+    async def submit(self, encoded: Sequence[Encoded], *, group: bool = False) -> list[Scored]:
         """Scores one request's conversations in a shared batch; results in input order.
+
+        ``group``: the conversations share a prompt (``/v1/rewards/compare``); it is computed once.
 
         Raises:
             BatchFailed: the engine raised on the batch holding this request.
@@ -137,6 +143,7 @@ class DynamicBatcher:
             encoded=encoded,
             tokens=sum(len(e.ids) for e in encoded),
             future=asyncio.get_running_loop().create_future(),
+            group=group,
         )
         self._queue.append(job)
         self._queued_tokens += job.tokens
@@ -187,8 +194,14 @@ class DynamicBatcher:
             flat = [e for job in batch for e in job.encoded]
             tokens = sum(job.tokens for job in batch)
             start = time.perf_counter()
+            score: Callable[[], list[Scored]] = functools.partial(self._score, flat)
+            if any(job.group for job in batch):
+                sizes = [
+                    n for job in batch for n in ([len(job.encoded)] if job.group else [1] * len(job.encoded))
+                ]
+                score = functools.partial(self._score, flat, group_sizes=sizes)
             try:
-                scored = await loop.run_in_executor(self._worker, self._score, flat)
+                scored = await loop.run_in_executor(self._worker, score)
             except Exception as e:  # a failed batch fails its own requests; the server keeps serving
                 log.exception("engine failed on a batch of %d conversations (%d tokens)", len(flat), tokens)
                 self.metrics.batch_failures.inc()

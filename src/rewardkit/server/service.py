@@ -166,16 +166,17 @@ class RewardService:
         return out
 
     async def score_conversations(
-        self, conversations: Sequence[Conversation], locate: Locator
+        self, conversations: Sequence[Conversation], locate: Locator, *, group: bool = False
     ) -> list[Scored]:
-        return await self._score(len(conversations), lambda: self.rm.encode(conversations), locate)
+        """``group``: the conversations share a prompt, computed once (same rewards)."""
+        return await self._score(len(conversations), lambda: self.rm.encode(conversations), locate, group)
 
     async def score_texts(self, texts: Sequence[str], locate: Locator) -> list[Scored]:
         """Already-templated texts, tokenized as-is (no special tokens added)."""
         return await self._score(len(texts), lambda: self.rm.chat.encode_texts(texts), locate)
 
     async def _score(
-        self, n: int, encode: Callable[[], list[Encoded | InputError]], locate: Locator
+        self, n: int, encode: Callable[[], list[Encoded | InputError]], locate: Locator, group: bool = False
     ) -> list[Scored]:
         cfg = self.config
         if n > cfg.max_conversations:
@@ -197,6 +198,6 @@ class RewardService:
                     f"request has {tokens} tokens, over the limit of {cfg.max_request_tokens} "
                     "(server option --max-request-tokens); split it"
                 )
-            scored = await self.batcher.submit(ok)
+            scored = await self.batcher.submit(ok, group=group)
         self.metrics.observe_results([s.reward for s in scored], sum(s.truncated_tokens > 0 for s in scored))
         return scored
