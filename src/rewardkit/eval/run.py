@@ -110,11 +110,12 @@ def score_items(
         log.warning(
             "%d %s item(s) cannot be scored and are left out of the metrics", len(skipped), bench.name
         )
-    # 3. One scoring call for all conversations.
+    # 3. One scoring call for all conversations; each item's responses share their prompt, which
+    # is computed once (RM-Bench: 6 responses per prompt; pairs: 2).
     flat = [e for _, encs in good for e in encs]
     if on_start is not None:
         on_start(len(flat))
-    scored = rm.score_encoded(flat, progress=progress)
+    scored = rm.score_encoded(flat, group_sizes=[len(encs) for _, encs in good], progress=progress)
     rows, j = [], 0
     trunc_items = 0
     for it, encs in good:
