@@ -160,3 +160,10 @@ def test_spec_validation_and_max_length(tiny_model_dir: Path, tiny_rm: RewardMod
         default_max_length(Config(), tok)
     rm = RewardModel.load(tiny_model_dir, device="cpu", max_length=100, truncation="left")
     assert (rm.spec.max_length, rm.chat.max_length, rm.chat.truncation) == (100, 100, "left")
+
+
+def test_max_length_above_the_model_limit_warns(tiny_model_dir, caplog):
+    with caplog.at_level("WARNING", logger="rewardkit.api"):
+        rm = RewardModel.load(tiny_model_dir, device="cpu", max_length=8192)
+    assert rm.spec.max_length == 8192
+    assert "above the model's limit of 4096 tokens" in caplog.text

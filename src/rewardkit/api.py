@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from rewardkit.models.loading import (
     dtype_name,
     load_model,
     load_tokenizer,
+    model_length_limit,
     resolve_device,
     resolve_dtype,
     template_hash,
 )
 from rewardkit.models.templating import ChatTokenizer, Encoded
+
+log = logging.getLogger(__name__)
 
 ConversationLike = Conversation | Sequence[Mapping[str, Any] | Message]
 
@@ -120,7 +124,15 @@ class RewardModel:
         else:
             net, out_idx, head = load_model(name, device=dev, **common)
             make_engine = ScoringEngine
+        model_limit = model_length_limit(net.config, tok)
         limit = max_length if max_length is not None else default_max_length(net.config, tok)
+        if model_limit is not None and limit > model_limit:
+            log.warning(
+                "--max-length %d is above the model's limit of %d tokens: longer conversations are "
+                "scored past the positions it was built for",
+                limit,
+                model_limit,
+            )
         engine = make_engine(
             net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head, fp8=fp8
         )

@@ -148,13 +148,20 @@ def load_tokenizer(
     return tok, template
 
 
-def default_max_length(model_config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
-    """The smaller of the model's position limit and the tokenizer's stated maximum."""
+def model_length_limit(model_config: Any, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The smaller of the model's position limit and the tokenizer's stated maximum (None if
+    neither states one)."""
     limits = [getattr(model_config, "max_position_embeddings", None), tokenizer.model_max_length]
     real = [int(x) for x in limits if isinstance(x, int | float) and 0 < x < _NO_LIMIT]
-    if not real:
+    return min(real) if real else None
+
+
+def default_max_length(model_config: Any, tokenizer: PreTrainedTokenizerBase) -> int:
+    """`model_length_limit`, required."""
+    limit = model_length_limit(model_config, tokenizer)
+    if limit is None:
         raise ModelError("the model states no maximum length; pass --max-length")
-    return min(real)
+    return limit
 
 
 def declared_reward_head(config: PretrainedConfig) -> str | None:
