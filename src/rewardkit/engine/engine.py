@@ -311,12 +311,15 @@ class ScoringEngine:
         # A group too large for one batch is scored as separate sequences; a single sequence
         # too large for one batch takes the chunked path (a batch of its own).
         fitted: list[list[int]] = []
+        costs: list[int] = []
         for u in units:
-            if len(u) > 1 and group_cost([seqs[i] for i in u]) > self.token_budget:
+            cost = group_cost([seqs[i] for i in u])
+            if len(u) > 1 and cost > self.token_budget:
                 fitted.extend([i] for i in u)
+                costs.extend(len(seqs[i]) for i in u)
             else:
                 fitted.append(u)
-        costs = [group_cost([seqs[i] for i in u]) for u in fitted]
+                costs.append(cost)
         done: list[tuple[list[int], torch.Tensor]] = []
         for batch in token_budget_batches(costs, self.token_budget):
             group = [fitted[b] for b in batch]
