@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -41,3 +47,55 @@ def qwen_tokenizer_dir() -> Path:
     if not (QWEN_TOKENIZER / "tokenizer.json").is_file():
         pytest.skip("../shared/tokenizers/qwen2.5 not available")
     return QWEN_TOKENIZER
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_bounded(
+    cmd: Sequence[str], *, timeout: float, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``cmd`` in its own session; on timeout stops its process group and fails, instead of
+    waiting forever on pipes that its children hold open."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}  # tiny models: threads only contend
+    with subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its ranks (own sessions) on SIGTERM
+            try:
+                err = proc.communicate(timeout=30)[1]
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                err = "(killed)"
+            pytest.fail(f"{' '.join(cmd[:6])} ... did not finish in {timeout} s; stderr:\n{err[-4000:]}")
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def torchrun(nproc: int) -> list[str]:
+    """A torchrun command line: static rendezvous on a free 127.0.0.1 port (no host lookups)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
+    return [*launcher, "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+
+
+@pytest.fixture(scope="session")
+def run_command() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`run_bounded`: a subprocess with a hard time limit."""
+    return run_bounded
+
+
+@pytest.fixture(scope="session")
+def torchrun_cmd() -> Callable[[int], list[str]]:
+    """`torchrun`: the command prefix for an N-process job on this machine."""
+    return torchrun

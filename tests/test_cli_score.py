@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -254,17 +252,12 @@ def test_missing_input_file(tmp_path: Path, tiny_model_dir: Path, capsys: pytest
     assert "input file not found" in capsys.readouterr().err
 
 
-def test_stdin_to_stdout_subprocess(tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel) -> None:
+def test_stdin_to_stdout_subprocess(
+    tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel, run_command
+) -> None:
     src = _write_jsonl(tmp_path / "in.jsonl", RAGGED[:3])
-    proc = subprocess.run(
-        [sys.executable, "-m", "rewardkit", "score", "-", "--model", str(tiny_model_dir)],
-        input=src.read_text(encoding="utf-8"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # a tiny model: threads only add contention
-    )
+    cmd = [sys.executable, "-m", "rewardkit", "score", "-", "--model", str(tiny_model_dir)]
+    proc = run_command(cmd, input=src.read_text(encoding="utf-8"), timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [r["id"] for r in rows] == ["short", "sys", 3]

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rewardkit.api import RewardModel
-from rewardkit.cli import _score_file, build_parser, main
-from rewardkit.engine.parallel import launch_local, parse_devices, part_path, rank_from_env, shard_bounds
+from rewardkit.cli import main
+from rewardkit.engine.parallel import (
+    LAUNCHED_DEVICES_ENV,
+    launch_local,
+    parse_devices,
+    part_path,
+    rank_from_env,
+    shard_bounds,
+)
 from rewardkit.errors import ConfigError
 from rewardkit.scoring import InvalidInputError, score_file_sharded
 
 ATOL = 1e-5  # fp32 packed in different batches on each rank; see test_parity.py
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-# Tiny models gain nothing from threads; several processes on 2 cores would only contend.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _convs(n: int) -> list[dict]:
@@ -147,7 +149,7 @@ def test_one_rank_job_through_the_cli(
 
 
 def test_torchrun_two_ranks_resume_truncated_part(
-    tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel
+    tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel, run_command, torchrun_cmd
 ) -> None:
     src = _write(tmp_path / "in.jsonl", _convs(9))
     want = _one_process(src, tmp_path / "one.jsonl", tiny_model_dir)
@@ -163,9 +165,18 @@ def test_torchrun_two_ranks_resume_truncated_part(
     p0.write_text(json.dumps({**json.loads(lines0[0]), "reward": 999.0}) + "\n" + "".join(lines0[1:]))
     p1.write_text(lines1[0] + lines1[1][: len(lines1[1]) // 2], encoding="utf-8")
 
-    cmd = [str(TORCHRUN), "--nproc-per-node", "2", "--master-port", str(29600 + os.getpid() % 1000)]
-    cmd += ["-m", "rewardkit", "score", str(src), "-o", str(out), "--model", str(tiny_model_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=ENV)
+    cmd = [
+        *torchrun_cmd(2),
+        "-m",
+        "rewardkit",
+        "score",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+    ]
+    proc = run_command(cmd, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("rewardkit score: model=") == 1  # rank 0 only
     assert f"resuming: 4 rows already in {out}" in proc.stderr  # rank 0's count
@@ -181,32 +192,45 @@ def test_torchrun_two_ranks_resume_truncated_part(
 def test_devices_launcher_pairs(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`--devices` spawns one process per device through the same rank path (here on CPU)."""
-    src = EXAMPLES / "pairs.jsonl"
-    pairs = [dict(p) for p in _rows(src) * 3]  # 6 pairs: 3 per rank
+    """`--devices` runs torch's launcher over the same command line, one rank per device (here on
+    CPU); a failing rank fails the job with its exit code and leaves no output behind."""
+    pairs = [dict(p) for p in _rows(EXAMPLES / "pairs.jsonl") * 3]  # 6 pairs: 3 per rank
     for i, p in enumerate(pairs):
         p["id"] = f"p{i}"
     src = _write(tmp_path / "pairs.jsonl", pairs)
     want = _one_process(src, tmp_path / "one.jsonl", tiny_model_dir)
     out = tmp_path / "out.jsonl"
-    parser, _ = build_parser()
-    args = parser.parse_args(
-        [
-            "score",
-            str(src),
-            "-o",
-            str(out),
-            "--model",
-            str(tiny_model_dir),
-            "--device",
-            "cpu",
-            "--no-progress",
-        ]
-    )
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the spawned replicas
-    assert launch_local(_score_file, args, [0, 1]) == 0
+    argv = [
+        "score",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the ranks
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert launch_local(argv, [0, 1]) == 0
+    assert LAUNCHED_DEVICES_ENV not in os.environ and "CUDA_VISIBLE_DEVICES" not in os.environ
     got = _rows(out)
     assert [r["id"] for r in got] == [f"p{i}" for i in range(6)]
     _assert_same(got, want)
     assert {"reward_chosen", "reward_rejected", "p_first_better"} <= got[0].keys()
     assert not part_path(out, 0, 2).exists() and not part_path(out, 1, 2).exists()
+
+    bad = tmp_path / "bad.jsonl"
+    _write(bad, [*pairs, {"id": "x", "chosen": "no prompt"}])
+    argv[1], argv[3] = str(bad), str(tmp_path / "bad-out.jsonl")
+    assert launch_local(argv, [0, 1]) == 2
+    assert not (tmp_path / "bad-out.jsonl").exists()
+
+
+def test_devices_inside_torchrun_is_refused(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv(LAUNCHED_DEVICES_ENV, raising=False)
+    assert main(["score", "in.jsonl", "-o", "out.jsonl", "--devices", "0,1"]) == 2
+    assert "--devices cannot be combined with torchrun" in capsys.readouterr().err

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +23,6 @@ from rewardkit.errors import ConfigError
 from rewardkit.models.reference import reference_scores
 
 TOL = 1e-5  # fp32 on CPU: sharded matmuls only change the summation order
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 BUDGET = 256  # tokens per batch in the worker: several batches, and one sequence over it
 
 
@@ -63,18 +60,11 @@ def _worker(model_dir: str, job: str, out: str) -> None:
     destroy_process_group()
 
 
-def _torchrun(tmp_path: Path, model_dir: Path, job: dict) -> list[dict]:
+def _torchrun(run_command, torchrun_cmd, tmp_path: Path, model_dir: Path, job: dict) -> list[dict]:
     (tmp_path / "job.json").write_text(json.dumps(job))
     out = tmp_path / "result"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", __file__]
-    proc = subprocess.run(
-        [*cmd, str(model_dir), str(tmp_path / "job.json"), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    cmd = [*torchrun_cmd(2), __file__, str(model_dir), str(tmp_path / "job.json"), str(out)]
+    proc = run_command(cmd, timeout=240, env={"PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(2)]
 
@@ -108,7 +98,7 @@ def tp_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qwen2_run(tp_model_dir, tmp_path_factory):
+def qwen2_run(tp_model_dir, tmp_path_factory, run_command, torchrun_cmd):
     """One 2-rank run: plain batches, shared-prefix groups and one chunked long sequence."""
 
     tiny_rm = RewardModel.load(tp_model_dir, device="cpu")
@@ -120,7 +110,7 @@ def qwen2_run(tp_model_dir, tmp_path_factory):
     ids = [e.ids for e in tiny_rm.encode(convs)]
     group_ids = [e.ids for e in tiny_rm.encode(group)]
     job = {"ids": ids, "groups": [group_ids, ids[:2]], "long": []}
-    ranks = _torchrun(tmp_path_factory.mktemp("tp-qwen2"), tp_model_dir, job)
+    ranks = _torchrun(run_command, torchrun_cmd, tmp_path_factory.mktemp("tp-qwen2"), tp_model_dir, job)
     ref = {
         "ids": reference_scores(tiny_rm.model, tiny_rm.tokenizer, convs),
         "group": reference_scores(tiny_rm.model, tiny_rm.tokenizer, group),
@@ -152,16 +142,20 @@ def test_tensor_parallel_groups_match_reference(qwen2_run):
     _close(pair, ref["ids"][:2])
 
 
-def test_tensor_parallel_long_sequence_matches_reference(qwen2_run, tp_model_dir, tmp_path):
+def test_tensor_parallel_long_sequence_matches_reference(
+    qwen2_run, tp_model_dir, tmp_path, run_command, torchrun_cmd
+):
     _, _, tiny_rm = qwen2_run
     long_conv = Conversation.from_prompt("x " * 200, "y " * 100)  # > BUDGET tokens: chunked prefill
     long_ids = tiny_rm.encode([long_conv])[0].ids
     assert len(long_ids) > BUDGET
-    ranks = _torchrun(tmp_path, tp_model_dir, {"ids": [], "groups": [], "long": long_ids})
+    ranks = _torchrun(
+        run_command, torchrun_cmd, tmp_path, tp_model_dir, {"ids": [], "groups": [], "long": long_ids}
+    )
     _close(ranks[0]["long"], reference_scores(tiny_rm.model, tiny_rm.tokenizer, [long_conv]))
 
 
-def test_lm_logit_head_is_gathered(tmp_path):
+def test_lm_logit_head_is_gathered(tmp_path, run_command, torchrun_cmd):
     """A causal LM's reward-token row, from an output embedding sharded over an odd vocabulary."""
     from rewardkit.models.tiny import byte_tokenizer, tiny_causal_lm
 
@@ -173,7 +167,9 @@ def test_lm_logit_head_is_gathered(tmp_path):
     rm = RewardModel.load(tmp_path / "lm", device="cpu")
     convs = _convs(4, seed=9)
     ids = [e.ids for e in rm.encode(convs)]
-    ranks = _torchrun(tmp_path, tmp_path / "lm", {"ids": ids, "groups": [], "long": []})
+    ranks = _torchrun(
+        run_command, torchrun_cmd, tmp_path, tmp_path / "lm", {"ids": ids, "groups": [], "long": []}
+    )
     _close(ranks[0]["ids"], rm.engine.score_ids(ids))
 
 
@@ -205,22 +201,23 @@ def test_fp8_is_refused(tiny_rm):
     "tensor_parallel" not in inspect.signature(RewardModel.load).parameters,
     reason="rewardkit score --tensor-parallel is not wired into the CLI",
 )
-def test_cli_score_tensor_parallel(qwen2_run, tp_model_dir, tmp_path):
+def test_cli_score_tensor_parallel(qwen2_run, tp_model_dir, tmp_path, run_command, torchrun_cmd):
     """``torchrun -m rewardkit score --tensor-parallel`` writes the unsharded model's rewards."""
     _, _, tiny_rm = qwen2_run
     convs = _convs(5, seed=11)
     rows = [{"messages": [m.to_dict() for m in c.messages]} for c in convs]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "rewardkit", "score"]
-    args = [str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-m", str(tp_model_dir)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [*cmd, *args, "--device", "cpu", "--tensor-parallel", "--no-progress"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    cmd = [
+        *torchrun_cmd(2),
+        "-m",
+        "rewardkit",
+        "score",
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(tmp_path / "out.jsonl"),
+    ]
+    cmd += ["-m", str(tp_model_dir), "--device", "cpu", "--tensor-parallel", "--no-progress"]
+    proc = run_command(cmd, timeout=240, env={"PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = [json.loads(line)["reward"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     _close(got, reference_scores(tiny_rm.model, tiny_rm.tokenizer, convs))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -71,7 +72,8 @@ def load_reward_model(args: argparse.Namespace):  # -> RewardModel, imported laz
     if model is None:
         from rewardkit.demo import DEMO_MODEL_DIR, DEMO_NOTICE
 
-        print(DEMO_NOTICE, file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # once per job, not once per rank
+            print(DEMO_NOTICE, file=sys.stderr)
         model = DEMO_MODEL_DIR
     return RewardModel.load(
         model,
@@ -146,18 +148,25 @@ def _score(p: argparse.ArgumentParser) -> Command:
         if args.devices is not None:
             import torch
 
-            from rewardkit.engine.parallel import launch_local, parse_devices, rank_from_env
+            from rewardkit.engine.parallel import (
+                LAUNCHED_DEVICES_ENV,
+                launch_local,
+                parse_devices,
+                rank_from_env,
+            )
 
             if rank_from_env() is not None:
-                raise RewardkitError(
-                    "--devices cannot be combined with torchrun, which already sets the ranks"
-                )
+                if os.environ.get(LAUNCHED_DEVICES_ENV) is None:
+                    raise RewardkitError(
+                        "--devices cannot be combined with torchrun, which already sets the ranks"
+                    )
+                return _score_file(args)  # one of the ranks launch_local started
             devices = parse_devices(args.devices, torch.cuda.device_count())
             if args.output == "-" or args.input == "-":
                 raise RewardkitError("--devices needs an INPUT file and -o OUTPUT (not stdin/stdout)")
             if args.device not in ("auto", "cuda"):
                 raise RewardkitError(f"--device {args.device} cannot be combined with --devices")
-            return launch_local(_score_file, args, devices)
+            return launch_local(args.argv, devices)
         return _score_file(args)
 
     return run
@@ -210,13 +219,7 @@ def _score_one(args: argparse.Namespace, rm=None) -> int:
 def _score_file(args: argparse.Namespace) -> int:
     from rewardkit.engine.parallel import destroy_process_group, rank_from_env
 
-    rank = rank_from_env()  # set by torchrun, or by --devices for each replica
-    if rank is not None and not logging.getLogger().handlers:  # a --devices replica: no main()
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format=f"%(levelname)s %(name)s [rank {rank.rank}]: %(message)s",
-            stream=sys.stderr,
-        )
+    rank = rank_from_env()  # set by torchrun (or by --devices, which runs torch's launcher)
     try:
         return _score_file_ranked(args, rank)
     except RewardkitError as e:
@@ -351,10 +354,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, runners = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # --devices launches the same command line once per GPU
+    rank = f" [rank {os.environ['RANK']}]" if "RANK" in os.environ else ""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        format=f"%(levelname)s %(name)s{rank}: %(message)s",
         stream=sys.stderr,
     )
     for noisy in ("httpx", "urllib3", "filelock"):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,9 @@ from rewardkit.train import train
 from rewardkit.train.metrics import read_metrics
 
 
-def test_two_processes_match_one(base_config: dict, task: dict[str, Path], tmp_path: Path) -> None:
+def test_two_processes_match_one(
+    base_config: dict, task: dict[str, Path], tmp_path: Path, run_command, torchrun_cmd
+) -> None:
     # Small micro-batches so that each rank accumulates several, and ranks get fillers.
     opts = {
         **base_config,
@@ -29,12 +28,7 @@ def test_two_processes_match_one(base_config: dict, task: dict[str, Path], tmp_p
 
     two_out = tmp_path / "two"
     args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
+        *torchrun_cmd(2),
         "-m",
         "rewardkit",
         "train",
@@ -45,8 +39,7 @@ def test_two_processes_match_one(base_config: dict, task: dict[str, Path], tmp_p
     for key, value in opts.items():
         if key != "output":
             args += ["--set", f"{key}={value}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=240, env=env)
+    proc = run_command(args, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     m1, m2 = read_metrics(tmp_path / "one"), read_metrics(two_out)

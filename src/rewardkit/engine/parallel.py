@@ -6,26 +6,23 @@ rank ``r`` of ``w`` is the contiguous block ``[n·r // w, n·(r+1) // w)`` of th
 merging the parts back into input order is then a concatenation in rank order, and records that
 sit together in the input (often responses to one prompt) stay on one replica.
 
-``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; `launch_local` sets the same variables for
-one process per listed GPU, so both go through the one rank-sharding path.
+``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; `launch_local` (``--devices``) runs torch's
+launcher itself, one process per listed GPU, so both go through the one rank-sharding path.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing.connection
 import os
 import socket
-import time
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from rewardkit.errors import ConfigError, RewardkitError
 
@@ -33,8 +30,8 @@ log = logging.getLogger(__name__)
 
 # Ranks wait at the final barrier for the slowest shard; scoring a shard can take hours.
 BARRIER_TIMEOUT = timedelta(hours=12)
-# After one replica fails, the others get this long to finish reporting before they are stopped.
-FAILURE_GRACE_S = 10.0
+# Set by `launch_local` for its ranks: the ``--devices`` value they were launched for.
+LAUNCHED_DEVICES_ENV = "REWARDKIT_LAUNCHED_DEVICES"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,56 +189,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_replica(local_rank: int, fn: Callable[[Any], int], arg: Any, env: dict[str, str]) -> None:
-    os.environ.update(env, RANK=str(local_rank), LOCAL_RANK=str(local_rank))
-    raise SystemExit(fn(arg))
+def _visible_devices(devices: Sequence[int]) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for ``devices``, indices counted among the GPUs visible now."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [x.strip() for x in visible.split(",")] if visible else None
+    return ",".join(ids[d] if ids else str(d) for d in devices)
 
 
-def launch_local(fn: Callable[[Any], int], arg: Any, devices: Sequence[int]) -> int:
-    """Runs ``fn(arg)`` in one process per GPU of ``devices``, as ranks of one job.
+def launch_local(argv: Sequence[str], devices: Sequence[int]) -> int:
+    """Runs ``python -m rewardkit ARGV`` once per GPU of ``devices``, as the ranks of one job.
 
-    Each process sees only the listed GPUs (``CUDA_VISIBLE_DEVICES``) and gets the variables
-    torchrun would set, so ``fn`` takes the same rank-sharding path as under torchrun. ``fn``
-    must be a module-level function (it is pickled into spawned processes).
+    The same as ``CUDA_VISIBLE_DEVICES=... torchrun --nproc-per-node N -m rewardkit ARGV``, through
+    torch's own launcher (static rendezvous on a free local port): every rank takes the one
+    rank-sharding path, and when one rank fails the launcher stops the others. ``ARGV`` may keep
+    its ``--devices``: ranks launched here recognise it through `LAUNCHED_DEVICES_ENV`.
 
     Returns:
-        0 if every replica succeeded, else the exit code of the first that failed.
+        0 if every rank succeeded, else the exit code of the lowest failed rank.
     """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=len(devices),
+        run_id=f"rewardkit-{os.getpid()}",
+        rdzv_backend="static",
+        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        rdzv_configs={"rank": 0},
+        max_restarts=0,
+        local_addr="127.0.0.1",
+    )
     env = {
-        "WORLD_SIZE": str(len(devices)),
-        "LOCAL_WORLD_SIZE": str(len(devices)),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)),
+        "CUDA_VISIBLE_DEVICES": _visible_devices(devices),
+        LAUNCHED_DEVICES_ENV: ",".join(map(str, devices)),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),  # torchrun's default too
     }
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_run_replica, args=(i, fn, arg, env), name=f"rewardkit-rank{i}")
-        for i in range(len(devices))
-    ]
-    for p in procs:
-        p.start()
-    return _join(procs)
-
-
-def _join(procs: list[Any]) -> int:
-    """Waits for all; once one fails, gives the rest `FAILURE_GRACE_S`, then stops them."""
-    failed: int | None = None
-    deadline: float | None = None
-    while any(p.exitcode is None for p in procs):
-        running = [p for p in procs if p.exitcode is None]
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        multiprocessing.connection.wait([p.sentinel for p in running], timeout=timeout)
-        for p in procs:
-            if p.exitcode not in (None, 0) and failed is None:
-                failed = p.exitcode if p.exitcode > 0 else 1
-                deadline = time.monotonic() + FAILURE_GRACE_S
-        if deadline is not None and time.monotonic() >= deadline:
-            for p in procs:
-                if p.exitcode is None:
-                    p.terminate()
-            for p in procs:
-                p.join()
-    for p in procs:
-        p.join()
-    return failed or 0
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the launcher passes its own environment on to the ranks
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", "rewardkit", *argv)
+    except ChildFailedError as e:
+        code = e.failures[min(e.failures)].exitcode
+        return code if code > 0 else 1
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return 0
