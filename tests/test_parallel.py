@@ -165,17 +165,8 @@ def test_torchrun_two_ranks_resume_truncated_part(
     p0.write_text(json.dumps({**json.loads(lines0[0]), "reward": 999.0}) + "\n" + "".join(lines0[1:]))
     p1.write_text(lines1[0] + lines1[1][: len(lines1[1]) // 2], encoding="utf-8")
 
-    cmd = [
-        *torchrun_cmd(2),
-        "-m",
-        "rewardkit",
-        "score",
-        str(src),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-    ]
+    args = ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir)]
+    cmd = [*torchrun_cmd(2), "-m", "rewardkit", *args]
     proc = run_command(cmd, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("rewardkit score: model=") == 1  # rank 0 only
@@ -200,17 +191,8 @@ def test_devices_launcher_pairs(
     src = _write(tmp_path / "pairs.jsonl", pairs)
     want = _one_process(src, tmp_path / "one.jsonl", tiny_model_dir)
     out = tmp_path / "out.jsonl"
-    argv = [
-        "score",
-        str(src),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
+    argv = ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"]
+    argv.append("--no-progress")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the ranks
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert launch_local(argv, [0, 1]) == 0
