@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # Ranks wait at the final barrier for the slowest shard; scoring a shard can take hours.
 BARRIER_TIMEOUT = timedelta(hours=12)
-# Set by `launch_local` for its ranks: the ``--devices`` value they were launched for.
+# Marks the ranks that `launch_local` starts: their command line still holds ``--devices``.
 LAUNCHED_DEVICES_ENV = "REWARDKIT_LAUNCHED_DEVICES"
 
 
@@ -223,7 +223,7 @@ def launch_local(argv: Sequence[str], devices: Sequence[int]) -> int:
     )
     env = {
         "CUDA_VISIBLE_DEVICES": _visible_devices(devices),
-        LAUNCHED_DEVICES_ENV: ",".join(map(str, devices)),
+        LAUNCHED_DEVICES_ENV: "1",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),  # torchrun's default too
     }
     saved = {k: os.environ.get(k) for k in env}
