@@ -7,6 +7,7 @@ shard with transformers' tensor-parallel plan, rank 0 scores through the ordinar
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import random
@@ -30,24 +31,28 @@ def _worker(model_dir: str, job: str, out: str) -> None:
     import torch.distributed as dist
 
     from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
-    from rewardkit.engine.tensor_parallel import (
-        Lockstep,
-        load_sharded_model,
-        tensor_parallel_engine,
-    )
 
     torch.set_num_threads(1)
     rank = rank_from_env()
     assert rank is not None
     init_process_group(rank, torch.device("cpu"))
+    result = _run_job(model_dir, json.loads(Path(job).read_text()), rank.is_main)
+    Path(f"{out}.rank{rank.rank}").write_text(json.dumps(result))
+    gc.collect()  # the sharded model goes before the group, as in `rewardkit score --tensor-parallel`
+    dist.barrier()
+    destroy_process_group()
+
+
+def _run_job(model_dir: str, spec: dict, main_rank: bool) -> dict[str, object]:
+    from rewardkit.engine.tensor_parallel import Lockstep, load_sharded_model, tensor_parallel_engine
+
     model, idx, head = load_sharded_model(model_dir, dtype=torch.float32)
     engine = tensor_parallel_engine(model, head=head, output_index=idx, token_budget=BUDGET)
-    spec = json.loads(Path(job).read_text())
     attn = model.model.layers[0].self_attn
     local_q = attn.q_proj(torch.zeros(1, 1, model.config.hidden_size)).shape[-1] // attn.head_dim
     result: dict[str, object] = {"local_q_heads": local_q}
     lockstep = Lockstep(engine)
-    if rank.is_main:
+    if main_rank:
         with lockstep.lead():
             result["ids"] = engine.score_ids(spec["ids"])
             result["groups"] = engine.score_groups(spec["groups"])
@@ -55,9 +60,7 @@ def _worker(model_dir: str, job: str, out: str) -> None:
                 result["long"] = engine.score_ids([spec["long"]])
     else:
         result["followed"] = lockstep.follow()
-    Path(f"{out}.rank{rank.rank}").write_text(json.dumps(result))
-    dist.barrier()
-    destroy_process_group()
+    return result
 
 
 def _torchrun(run_command, torchrun_cmd, tmp_path: Path, model_dir: Path, job: dict) -> list[dict]:
