@@ -24,6 +24,7 @@ conversations whose reference margin exceeds 2·max|Δ| is ordered the same.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -179,6 +180,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / f"tp_bench-{a.shape}-{rank.world_size}.json").write_text(json.dumps(result, indent=2))
+    del model, engine, lockstep, ref_model
+    gc.collect()  # the sharded model goes before the group (see rewardkit.cli._score_tensor_parallel)
     destroy_process_group()
 
 
