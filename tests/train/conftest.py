@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rewardkit.models.tiny import byte_tokenizer, tiny_causal_lm
+from rewardkit.train import train
 
 GOOD, BAD = "abcde", "vwxyz"
 
@@ -100,3 +101,22 @@ def base_config(fast_config, tmp_path: Path) -> dict:
 def jsonl(tmp_path: Path):
     """Writes rows to ``tmp_path/name`` as JSONL and returns the path."""
     return lambda name, rows: write_jsonl(tmp_path / name, rows)
+
+
+@pytest.fixture()
+def train_one_and_two(tmp_path: Path, run_command, torchrun_cmd):
+    """Trains ``opts`` in this process into ``tmp/one``, then under a 2-process torchrun (the CLI,
+    every option through ``--set``) into ``tmp/two``; returns (one's export, two's output dir)."""
+
+    def run(opts: dict) -> tuple[Path, Path]:
+        one = train({**opts, "output": str(tmp_path / "one")})
+        two = tmp_path / "two"
+        args = [*torchrun_cmd(2), "-m", "rewardkit", "train", "--output", str(two), "--no-progress"]
+        for key, value in opts.items():
+            if key != "output":
+                args += ["--set", f"{key}={value}"]
+        proc = run_command(args, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return one, two
+
+    return run

@@ -204,10 +204,9 @@ def test_lora_options_are_validated(base_config: dict) -> None:
         train({**base_config, "lora_rank": 2, "lora_target_modules": ["q_proj", "qkv_proj"], "max_steps": 1})
 
 
-def test_lora_two_processes_match_one(base_config: dict, tmp_path: Path, run_command, torchrun_cmd) -> None:
+def test_lora_two_processes_match_one(base_config: dict, tmp_path: Path, train_one_and_two) -> None:
     """Under torchrun, rank 1 builds the model and its adapters on the meta device and receives its
     shards from rank 0; the run must equal one process's."""
-
     opts = {
         **base_config,
         **LORA,
@@ -216,14 +215,7 @@ def test_lora_two_processes_match_one(base_config: dict, tmp_path: Path, run_com
         "micro_batch_tokens": 128,
         "save_every": 1,
     }
-    one = train({**opts, "output": str(tmp_path / "one")})
-    two_out = tmp_path / "two"
-    args = [*torchrun_cmd(2), "-m", "rewardkit", "train", "--output", str(two_out), "--no-progress"]
-    for key, value in opts.items():
-        if key != "output":
-            args += ["--set", f"{key}={value}"]
-    proc = run_command(args, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two_out = train_one_and_two(opts)
     m1, m2 = read_metrics(tmp_path / "one"), read_metrics(two_out)
     assert [r["loss"] for r in m2] == pytest.approx([r["loss"] for r in m1], rel=1e-6, abs=1e-7)
     w1 = load_file(str(one / "model.safetensors"))

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from rewardkit.train import train
 from rewardkit.train.metrics import read_metrics
 
 
 def test_two_processes_match_one(
-    base_config: dict, task: dict[str, Path], tmp_path: Path, run_command, torchrun_cmd
+    base_config: dict, task: dict[str, Path], tmp_path: Path, train_one_and_two
 ) -> None:
     # Small micro-batches so that each rank accumulates several, and ranks get fillers.
     opts = {
@@ -24,23 +23,7 @@ def test_two_processes_match_one(
         "micro_batch_tokens": 128,
         "save_every": 2,
     }
-    one = train({**opts, "output": str(tmp_path / "one")})
-
-    two_out = tmp_path / "two"
-    args = [
-        *torchrun_cmd(2),
-        "-m",
-        "rewardkit",
-        "train",
-        "--output",
-        str(two_out),
-        "--no-progress",
-    ]
-    for key, value in opts.items():
-        if key != "output":
-            args += ["--set", f"{key}={value}"]
-    proc = run_command(args, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two_out = train_one_and_two(opts)
 
     m1, m2 = read_metrics(tmp_path / "one"), read_metrics(two_out)
     assert [r["step"] for r in m2] == [r["step"] for r in m1] == [1, 2, 3, 3]
