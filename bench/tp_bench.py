@@ -24,7 +24,6 @@ conversations whose reference margin exceeds 2·max|Δ| is ordered the same.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import tempfile
@@ -180,8 +179,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / f"tp_bench-{a.shape}-{rank.world_size}.json").write_text(json.dumps(result, indent=2))
-    del model, engine, lockstep, ref_model
-    gc.collect()  # the sharded model goes before the group (see rewardkit.cli._score_tensor_parallel)
+    del model, engine, lockstep, ref_model  # the sharded model goes before the group
     destroy_process_group()
 
 

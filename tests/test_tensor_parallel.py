@@ -7,7 +7,6 @@ shard with transformers' tensor-parallel plan, rank 0 scores through the ordinar
 
 from __future__ import annotations
 
-import gc
 import inspect
 import json
 import random
@@ -38,8 +37,7 @@ def _worker(model_dir: str, job: str, out: str) -> None:
     init_process_group(rank, torch.device("cpu"))
     result = _run_job(model_dir, json.loads(Path(job).read_text()), rank.is_main)
     Path(f"{out}.rank{rank.rank}").write_text(json.dumps(result))
-    gc.collect()  # the sharded model goes before the group, as in `rewardkit score --tensor-parallel`
-    dist.barrier()
+    dist.barrier()  # the sharded model lived only in _run_job: it goes before the group
     destroy_process_group()
 
 

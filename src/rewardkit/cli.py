@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -193,12 +192,8 @@ def _score_tensor_parallel(args: argparse.Namespace) -> int:
     args.device = rank_device(rank, args.device)
     init_process_group(rank, torch.device(args.device))
     try:
-        return _lead_or_follow(args, rank.is_main)
+        return _lead_or_follow(args, rank.is_main)  # the sharded model lives only in there
     finally:
-        # The sharded model (DTensors on the group's device mesh) goes before the group: left
-        # to interpreter exit, it aborted 4 runs in 130 at exit (gloo, "terminate called
-        # without an active exception"); freed here, none in 159.
-        gc.collect()
         destroy_process_group()
 
 

@@ -12,6 +12,7 @@ launcher itself, one process per listed GPU, so both go through the one rank-sha
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -110,7 +111,15 @@ def barrier() -> None:
 
 
 def destroy_process_group() -> None:
+    """Leaves the process group (no-op outside one), after collecting garbage.
+
+    Sharded tensors (DTensors of a tensor-parallel or FSDP model, optimizer state) must be freed
+    before the group: left to interpreter exit they aborted about 1 two-process run in 30 at exit
+    (gloo, "terminate called without an active exception"). Callers drop their references first;
+    the collection here frees what only reference cycles still hold.
+    """
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -14,6 +14,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from rewardkit.engine.batching import PackedBatch
 from rewardkit.engine.engine import packed_rewards
+from rewardkit.engine.parallel import destroy_process_group
 from rewardkit.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,8 @@ def init_distributed(device: str = "auto") -> DistEnv:
 
 
 def close_distributed(env: DistEnv) -> None:
-    if env.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+    if env.owns_group:
+        destroy_process_group()
 
 
 class PairRewards(nn.Module):

@@ -10,7 +10,6 @@ whole global batch.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import math
@@ -379,11 +378,10 @@ class Trainer:
             self.writer.close()
             self.writer = None
         if self.env is not None:
-            # Sharded parameters and optimizer state (DTensors) go before the process group: left
-            # to interpreter exit, they aborted 1 in 40 two-process test runs at exit (gloo).
+            # Sharded parameters and optimizer state go before the process group (see
+            # `rewardkit.engine.parallel.destroy_process_group`).
             for name in ("stepper", "scheduler", "optimizer", "root", "model"):
                 self.__dict__.pop(name, None)
-            gc.collect()
             close_distributed(self.env)
             self.env = None
 
