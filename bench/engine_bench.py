@@ -12,7 +12,9 @@ and reports tokens/s, share of the compute floor (FLOPs at the measured 8192³ b
 rate, anchor_hf's FLOP count), peak memory, and fidelity against the card loop: max |Δreward|
 and, on RM-Bench, the share of chosen/rejected pairs ordered the same way.
 
-    python bench/engine_bench.py --size 32b --workload lognormal rmbench --variants 16k auto+compile auto+compile+fp8
+    python bench/engine_bench.py --size 32b --workload lognormal rmbench --variants 16k auto+compile
+    python bench/engine_bench.py --size 32b --workload rmbench --variants auto+compile auto+compile+fp8
+    python bench/engine_bench.py --size 32b --workload --fp8-fidelity
 """
 
 from __future__ import annotations
@@ -212,6 +214,44 @@ def fidelity(model, seqs, lists, pairs) -> dict:
         head.to(torch.bfloat16)
 
 
+def fp8_fidelity(model, seqs, lists, pairs) -> dict:
+    """FP8 against bf16 on RM-Bench pairs, both engines compiled, the head in fp32 on both sides,
+    for the random head and the principal-direction head (see `fidelity`). Converts the model
+    to FP8 in place: run it last."""
+    head = model.score
+    head.float()
+    random_w = head.weight.data.clone()
+    heads = {"random": random_w, "principal": principal_direction(model, seqs)[None].float().cuda()}
+    hook = head.register_forward_pre_hook(lambda _m, args: (args[0].float(),))
+    out: dict = {}
+    try:
+        for fp8 in (False, True):
+            for name, w in heads.items():
+                head.weight.data = w
+                got = ScoringEngine(model, head_dtype=torch.float32, compile=True, fp8=fp8).score_ids(lists)
+                out.setdefault(name, {})["fp8" if fp8 else "bf16"] = got
+                set_compiled(model, False)
+        for name, r in out.items():
+            ref, got = r.pop("bf16"), r.pop("fp8")
+            d = (torch.tensor(got) - torch.tensor(ref)).abs()
+            margin = [abs(ref[c] - ref[x]) for c, x in pairs]
+            noise = float(d.max())
+            clear = [p for p, m in zip(pairs, margin, strict=True) if m > 2 * noise]
+            r.update(
+                reward_std=float(torch.tensor(ref).std()),
+                max_abs_diff=noise,
+                median_abs_diff=float(d.median()),
+                pair_agreement=pair_agreement(ref, got, pairs),
+                median_pair_margin=float(torch.tensor(margin).median()),
+                pairs_margin_over_2x_max_diff=len(clear),
+                agreement_on_those=pair_agreement(ref, got, clear) if clear else None,
+            )
+            print(f"fp8 vs bf16 (fp32 {name} head): {json.dumps(r)}", flush=True)
+        return out
+    finally:
+        hook.remove()
+
+
 def long_conversation(model, lengths, chunk, out):
     """Single long conversations: the layer-major chunked path (chunks of ``chunk`` tokens)
     and, where it fits, the one-pass forward; time, tokens/s, peak memory, reward difference."""
@@ -289,6 +329,11 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["16k", "32k"])
     ap.add_argument("--fidelity-only", action="store_true", help="only the RM-Bench fidelity pass")
     ap.add_argument("--fidelity", action="store_true", help="fp32-head fidelity pass on RM-Bench pairs")
+    ap.add_argument(
+        "--fp8-fidelity",
+        action="store_true",
+        help="fp32-head FP8-vs-bf16 pair agreement on RM-Bench (converts the model: runs last)",
+    )
     ap.add_argument("--long", nargs="*", type=int, default=[], help="single-conversation lengths")
     ap.add_argument("--long-chunk", type=int, default=16384, help="chunk size of the chunked path")
     ap.add_argument("--groups", action="store_true", help="K=8 shared-prompt group scoring")
@@ -301,7 +346,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args()
     if any(parse_variant(v)["fp8"] for v in a.variants) and (
-        len(a.workload) > 1 or a.groups or a.long or a.fidelity_only
+        len(a.workload) > 1 or a.groups or a.long or a.fidelity_only or a.fp8_fidelity
     ):
         ap.error("fp8 variants convert the model in place: give them one workload and nothing else")
 
@@ -332,6 +377,9 @@ def main() -> None:
             torch.cuda.set_per_process_memory_fraction(min(1.0, a.memory_cap_gib * 2**30 / total))
         long_conversation(model, a.long, a.long_chunk, out)
         torch.cuda.set_per_process_memory_fraction(1.0)
+    if a.fp8_fidelity:
+        seqs, pairs = load_workload("rmbench", a.n, a.tokens)
+        out["fp8_fidelity"] = fp8_fidelity(model, seqs, [s.tolist() for s in seqs], pairs)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"engine_{a.size}.json").write_text(json.dumps(out, indent=1, default=str))
 

@@ -5,15 +5,23 @@ Run one process per GPU under torchrun; every rank loads its shard through
 scores through the engine under `Lockstep.lead`, the others follow.
 
 Throughput (``--shape llama-70b`` / ``32b``): the checkpoint directory holds the config and
-the head weight only; transformers initialises every missing weight randomly, on each rank's
+one small weight only; transformers initialises every missing weight randomly, on each rank's
 shard, so a 70B model needs no 141 GB file (random weights do not change speed). Workload:
 lognormal lengths (median 512, σ 0.8, clipped to [16, 4096]) of random token ids.
+
+Heads (``--head``): Qwen shapes are sequence classifiers (Qwen-2.5-Nemotron-32B-Reward's
+layout, ``score`` head); Llama shapes are causal LMs whose config declares ``reward_token_id: 0``
+(Llama-3.3-Nemotron-70B-Reward's layout, the ``lm-logit:0`` head), unless ``--head`` says otherwise.
 
 Parity (``--parity``, e.g. ``--shape 7b``): rank 0 builds a random model of the shape on its
 GPU, saves it (safetensors), and every rank loads the saved weights sharded. Both sides run the
 head in fp32 (as ``bench/engine_bench.py``'s fidelity check) and report max/median |Δ| against
 the unsharded engine on rank 0, the reward spread, and whether every pair of consecutive
-conversations whose reference margin exceeds 2·max|Δ| is ordered the same.
+conversations whose reference margin exceeds 2·max|Δ| is ordered the same. For scale, the same
+figures for the unsharded engine against the card's one-conversation-per-forward loop (the bf16
+noise between two correct implementations).
+
+One rank without ``--parity`` is the baseline: the unsharded engine, model built on the GPU.
 
     torchrun --nproc-per-node 4 bench/tp_bench.py --shape llama-70b --conversations 2048
     torchrun --nproc-per-node 2 bench/tp_bench.py --shape 32b --conversations 2048
@@ -34,13 +42,27 @@ import torch
 import torch.distributed as dist
 
 import common  # bench/common.py (the script's folder is on sys.path)
-from rewardkit.engine.engine import ScoringEngine
+from rewardkit.engine.engine import ScoringEngine, head_linear
 from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
 from rewardkit.engine.tensor_parallel import Lockstep, load_sharded_model, tensor_parallel_engine
+from rewardkit.models.loading import SEQUENCE_CLASSIFICATION
 
 
-def config(shape: str):
+def default_head(shape: str) -> str:
+    return "lm-logit" if common.arch(shape) == "llama" else "seq-cls"
+
+
+def head_spec(head: str) -> str:
+    """The scoring spec's head for a ``--head`` choice (the Nemotron-70B layout reads token 0)."""
+    return "lm-logit:0" if head == "lm-logit" else SEQUENCE_CLASSIFICATION
+
+
+def config(shape: str, head: str):
     name = "Llama" if common.arch(shape) == "llama" else "Qwen2"
+    if head == "lm-logit":  # a causal LM whose config names its reward token
+        return common.config(
+            shape, reward_token_id=0, max_position_embeddings=32768, architectures=[f"{name}ForCausalLM"]
+        )
     return common.config(
         shape,
         num_labels=1,
@@ -50,28 +72,59 @@ def config(shape: str):
     )
 
 
-def head_only_checkpoint(shape: str, path: Path) -> None:
-    """Config + the 1-output head; the body is left for transformers to initialise."""
+def head_only_checkpoint(shape: str, head: str, path: Path) -> None:
+    """Config + one small weight (the 1-output head, or the final norm of a causal LM); the rest
+    is left for transformers to initialise."""
     from safetensors.torch import save_file
 
-    cfg = config(shape)
+    cfg = config(shape, head)
     cfg.save_pretrained(path)
-    w = torch.randn(1, cfg.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.02
-    save_file(
-        {"score.weight": w.to(torch.bfloat16)}, str(path / "model.safetensors"), metadata={"format": "pt"}
-    )
+    if head == "lm-logit":
+        w = {"model.norm.weight": torch.ones(cfg.hidden_size)}
+    else:
+        w = {
+            "score.weight": torch.randn(1, cfg.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.02
+        }
+    w = {k: v.to(torch.bfloat16) for k, v in w.items()}
+    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
-def full_checkpoint(shape: str, path: Path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """A random model of the shape, saved to ``path``; returned (on ``device``) as the reference."""
-    from transformers import AutoModelForSequenceClassification
+def unsharded_model(shape: str, head: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A random model of the shape built on ``device`` (the one-GPU baseline: ``--nproc-per-node 1``)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    auto = AutoModelForCausalLM if head == "lm-logit" else AutoModelForSequenceClassification
     torch.manual_seed(0)
     with device:
-        model = AutoModelForSequenceClassification.from_config(config(shape), dtype=dtype)
-    torch.nn.init.normal_(model.score.weight, std=1.0)  # rewards spread beyond bf16 steps
-    model.save_pretrained(path)
+        model = auto.from_config(config(shape, head), dtype=dtype)
     return model.eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def card_loop_fp32(model: torch.nn.Module, head: str, seqs: list[list[int]]) -> list[float]:
+    """The card's procedure (one HF forward per conversation), with the head row applied in fp32
+    to the last token's bf16 hidden state: the reference the unsharded engine is held to."""
+    linear, token = head_linear(model, head)
+    w = linear.weight[token or 0].float()
+    device = w.device
+    return [
+        float(model.model(torch.tensor([s], device=device)).last_hidden_state[0, -1].float() @ w)
+        for s in seqs
+    ]
+
+
+def full_checkpoint(
+    shape: str, head: str, path: Path, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.nn.Module, str]:
+    """A random model of the shape, saved to ``path``; returned (on ``device``) as the reference,
+    with its head spec."""
+    model = unsharded_model(shape, head, device, dtype)
+    if head == "lm-logit":
+        torch.nn.init.normal_(model.lm_head.weight[:1], std=1.0)  # rewards spread beyond bf16 steps
+    else:
+        torch.nn.init.normal_(model.score.weight, std=1.0)
+    model.save_pretrained(path)
+    return model.eval().requires_grad_(False), head_spec(head)
 
 
 def peak_gib(device: torch.device) -> float:
@@ -103,12 +156,19 @@ def main() -> None:
     p.add_argument("--shape", choices=sorted(common.SHAPES), default="7b")
     p.add_argument("--conversations", type=int, default=2048, help="conversations in the workload")
     p.add_argument("--token-budget", type=int, default=16384)
+    p.add_argument(
+        "--head",
+        choices=["seq-cls", "lm-logit"],
+        default=None,
+        help="reward head layout (default: lm-logit for Llama shapes, seq-cls for Qwen shapes)",
+    )
     p.add_argument("--parity", action="store_true", help="compare with the unsharded model (must fit rank 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder layers")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--dir", default=None, help="where to write the checkpoint (default: a temp dir)")
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="directory for tp_bench.json")
     a = p.parse_args()
+    a.head = a.head or default_head(a.shape)
 
     rank = rank_from_env()
     if rank is None:
@@ -117,29 +177,39 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     init_process_group(rank, device)
     seqs = common.lognormal_workload(a.conversations, common.SHAPES[a.shape]["vocab_size"])
-    tmp = Path(a.dir or tempfile.gettempdir()) / f"rewardkit-tp-{a.shape}-{'full' if a.parity else 'head'}"
-    ref_model = None
+    tmp = (
+        Path(a.dir or tempfile.gettempdir())
+        / f"rewardkit-tp-{a.shape}-{a.head}-{'full' if a.parity else 'head'}"
+    )
+    ref_model = ref_head = None
     if rank.is_main:
         tmp.mkdir(parents=True, exist_ok=True)
         if a.parity:
-            ref_model = full_checkpoint(a.shape, tmp, device, dtype)
+            ref_model, ref_head = full_checkpoint(a.shape, a.head, tmp, device, dtype)
         else:
-            head_only_checkpoint(a.shape, tmp)
+            head_only_checkpoint(a.shape, a.head, tmp)
     dist.barrier()
 
     t0 = time.perf_counter()
-    model, idx, head = load_sharded_model(str(tmp), dtype=dtype)
+    head_dtype = torch.float32 if a.parity else None
+    if rank.world_size == 1 and not a.parity:  # the one-GPU baseline: the unsharded engine
+        model = unsharded_model(a.shape, a.head, device, dtype)
+        head = head_spec(a.head)
+        engine = ScoringEngine(
+            model, head=head, token_budget=a.token_budget, head_dtype=head_dtype, compile=a.compile
+        )
+    else:
+        model, idx, head = load_sharded_model(str(tmp), dtype=dtype)
+        engine = tensor_parallel_engine(
+            model,
+            head=head,
+            output_index=idx,
+            token_budget=a.token_budget,
+            head_dtype=head_dtype,
+            compile=a.compile,
+        )
     sync(device)
     load_s = time.perf_counter() - t0
-    head_dtype = torch.float32 if a.parity else None
-    engine = tensor_parallel_engine(
-        model,
-        head=head,
-        output_index=idx,
-        token_budget=a.token_budget,
-        head_dtype=head_dtype,
-        compile=a.compile,
-    )
     lockstep = Lockstep(engine)
     result: dict = {}
     if rank.is_main:
@@ -153,6 +223,7 @@ def main() -> None:
         tokens = sum(map(len, seqs))
         result = {
             "shape": a.shape,
+            "head": head,
             "ranks": rank.world_size,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "dtype": str(dtype),
@@ -167,9 +238,15 @@ def main() -> None:
         }
         if ref_model is not None:
             ref = ScoringEngine(
-                ref_model, token_budget=a.token_budget, head_dtype=torch.float32, compile=a.compile
+                ref_model,
+                head=ref_head,
+                token_budget=a.token_budget,
+                head_dtype=torch.float32,
+                compile=a.compile,
             ).score_ids(seqs)
             result["parity"] = parity(ref, rewards)
+            # the bf16 noise floor: the unsharded engine against the card's procedure
+            result["unsharded_vs_card_loop"] = parity(card_loop_fp32(ref_model, ref_head, seqs), ref)
     else:
         lockstep.follow()
     peaks = [None] * rank.world_size

@@ -290,6 +290,7 @@ def main() -> int:
         for k, v in result.items():
             print(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
         if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     close_distributed(env)
     return 0
