@@ -22,9 +22,12 @@ figures for the unsharded engine against the card's one-conversation-per-forward
 noise between two correct implementations).
 
 One rank without ``--parity`` is the baseline: the unsharded engine, model built on the GPU.
+``--hf-baseline N`` also times HF's own forward on the same (sharded) model in the same process:
+the card's loop on the first N conversations and length-sorted padded 16k-token batches.
 
-    torchrun --nproc-per-node 4 bench/tp_bench.py --shape llama-70b --conversations 2048
-    torchrun --nproc-per-node 2 bench/tp_bench.py --shape 32b --conversations 2048
+    torchrun --nproc-per-node 4 bench/tp_bench.py --shape llama-70b --conversations 1024 --compile --token-budget 65536 --hf-baseline 64
+    torchrun --nproc-per-node 2 bench/tp_bench.py --shape 32b --conversations 512 --hf-baseline 64
+    torchrun --nproc-per-node 1 bench/tp_bench.py --shape 32b --conversations 512 --hf-baseline 64
     torchrun --nproc-per-node 2 bench/tp_bench.py --shape 7b --parity --conversations 256
     torchrun --nproc-per-node 2 bench/tp_bench.py --shape tiny --device cpu --parity --conversations 32   # smoke
 """
@@ -42,14 +45,18 @@ import torch
 import torch.distributed as dist
 
 import common  # bench/common.py (the script's folder is on sys.path)
-from rewardkit.engine.engine import ScoringEngine, head_linear
+from rewardkit.engine.engine import ScoringEngine, apply_head, set_compiled
 from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
 from rewardkit.engine.tensor_parallel import Lockstep, load_sharded_model, tensor_parallel_engine
 from rewardkit.models.loading import SEQUENCE_CLASSIFICATION
+from rewardkit.models.reference import attention_implementation
 
 
 def default_head(shape: str) -> str:
     return "lm-logit" if common.arch(shape) == "llama" else "seq-cls"
+
+
+HF_BUDGET = 16384  # padded tokens per HF batch, as bench/engine_bench.py's "HF sorted 16k padded"
 
 
 def head_spec(head: str) -> str:
@@ -101,16 +108,47 @@ def unsharded_model(shape: str, head: str, device: torch.device, dtype: torch.dt
 
 
 @torch.inference_mode()
-def card_loop_fp32(model: torch.nn.Module, head: str, seqs: list[list[int]]) -> list[float]:
-    """The card's procedure (one HF forward per conversation), with the head row applied in fp32
-    to the last token's bf16 hidden state: the reference the unsharded engine is held to."""
-    linear, token = head_linear(model, head)
-    w = linear.weight[token or 0].float()
-    device = w.device
-    return [
-        float(model.model(torch.tensor([s], device=device)).last_hidden_state[0, -1].float() @ w)
-        for s in seqs
-    ]
+def hf_padded(
+    model: torch.nn.Module,
+    head: str,
+    seqs: list[list[int]],
+    budget: int,
+    head_dtype: torch.dtype | None = None,
+) -> list[float]:
+    """HF transformers' own decoder forward on the same (sharded) model, batched as one would by
+    hand: length-sorted, left-padded batches of at most ``budget`` padded tokens, with the
+    attention mask and position ids that ``generate`` builds, and the reward row applied to the
+    last position (for a causal LM what the card's one-token ``generate`` reads; the full-vocabulary
+    projection is skipped, as ``logits_to_keep=1`` nearly does). A budget below two conversations
+    gives the card's loop: one conversation per forward, no padding. Every rank runs the same
+    batches (the layers' collectives pair up). ``head_dtype``: as the engine's."""
+    device = model.get_input_embeddings().weight.device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [0.0] * len(seqs)
+    i = 0
+    with attention_implementation(model, "sdpa"):
+        while i < len(order):
+            j = i + 1
+            while j < len(order) and len(seqs[order[j]]) * (j - i + 1) <= budget:
+                j += 1
+            rows = order[i:j]
+            width = len(seqs[rows[-1]])
+            ids = torch.zeros(len(rows), width, dtype=torch.long)
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for r, k in enumerate(rows):
+                ids[r, width - len(seqs[k]) :] = torch.tensor(seqs[k])
+                mask[r, width - len(seqs[k]) :] = 1
+            kw = {
+                "input_ids": ids.to(device),
+                "attention_mask": mask.to(device),
+                "position_ids": (mask.cumsum(1) - 1).clamp(min=0).to(device),
+            }
+            hidden = model.model(**kw).last_hidden_state[:, -1]
+            rewards = apply_head(model, hidden, head=head, head_dtype=head_dtype)
+            for k, v in zip(rows, rewards.float().tolist(), strict=True):
+                out[k] = v
+            i = j
+    return out
 
 
 def full_checkpoint(
@@ -151,6 +189,30 @@ def parity(ref: list[float], got: list[float]) -> dict:
     }
 
 
+def hf_baseline(
+    model: torch.nn.Module, head: str, seqs: list[list[int]], n_card: int, budget: int, device: torch.device
+) -> dict:
+    """`hf_padded` timings on every rank: the card's loop on the first ``n_card`` conversations,
+    then sorted padded batches of at most ``budget`` tokens on all (with their rewards and peak
+    memory)."""
+    set_compiled(model, False)  # HF's forward runs eager, as written
+    res: dict = {"budget": budget}
+    for name, part, b in (("card_loop", seqs[:n_card], 1), ("sorted_padded", seqs, budget)):
+        hf_padded(model, head, part[:4], b)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        dist.barrier()
+        sync(device)
+        t0 = time.perf_counter()
+        got = hf_padded(model, head, part, b)
+        sync(device)
+        wall = time.perf_counter() - t0
+        res[name] = {"n": len(part), "wall_s": wall, "tokens_per_s": sum(map(len, part)) / wall}
+    res["sorted_padded"]["peak_gib"] = peak_gib(device)
+    res["rewards"] = got
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=sorted(common.SHAPES), default="7b")
@@ -164,6 +226,14 @@ def main() -> None:
     )
     p.add_argument("--parity", action="store_true", help="compare with the unsharded model (must fit rank 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder layers")
+    p.add_argument(
+        "--hf-baseline",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time HF's own forward on the same model: the card's loop on the first N "
+        "conversations and length-sorted padded batches (16k tokens) on all",
+    )
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--dir", default=None, help="where to write the checkpoint (default: a temp dir)")
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="directory for tp_bench.json")
@@ -246,11 +316,18 @@ def main() -> None:
             ).score_ids(seqs)
             result["parity"] = parity(ref, rewards)
             # the bf16 noise floor: the unsharded engine against the card's procedure
-            result["unsharded_vs_card_loop"] = parity(card_loop_fp32(ref_model, ref_head, seqs), ref)
+            card = hf_padded(ref_model, ref_head, seqs, 1, head_dtype=torch.float32)
+            result["unsharded_vs_card_loop"] = parity(card, ref)
     else:
         lockstep.follow()
     peaks = [None] * rank.world_size
     dist.all_gather_object(peaks, peak_gib(device))
+    if a.hf_baseline:
+        result["hf"] = hf_baseline(model, head, seqs, a.hf_baseline, HF_BUDGET, device)
+        if rank.is_main:
+            result["hf"]["max_abs_diff_vs_engine"] = max(
+                abs(x - y) for x, y in zip(result["hf"].pop("rewards"), rewards, strict=True)
+            )
     if rank.is_main:
         result["peak_gib_per_rank"] = peaks
         print(json.dumps(result, indent=2))
