@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -171,6 +172,40 @@ def principal_direction(model, seqs, n: int = 256) -> torch.Tensor:
     return torch.linalg.svd(h, full_matrices=False).Vh[0]  # (D,)
 
 
+@contextmanager
+def fp32_head(model):
+    """The ``score`` head in fp32, fed fp32 hidden states, for the duration; yields its (fp32)
+    random weight. Restored to the random bf16 head afterwards."""
+    head = model.score
+    head.float()
+    random_w = head.weight.data.clone()
+    hook = head.register_forward_pre_hook(lambda _m, args: (args[0].float(),))
+    try:
+        yield random_w
+    finally:
+        hook.remove()
+        head.weight.data = random_w
+        head.to(torch.bfloat16)
+
+
+def ordering(ref: list[float], got: list[float], pairs) -> dict:
+    """How far ``got`` is from ``ref`` and whether it orders the pairs the same, overall and on
+    the pairs whose ``ref`` margin exceeds twice the largest difference."""
+    d = (torch.tensor(got) - torch.tensor(ref)).abs()
+    noise = float(d.max())
+    margin = [abs(ref[c] - ref[r]) for c, r in pairs]
+    clear = [p for p, m in zip(pairs, margin, strict=True) if m > 2 * noise]
+    return {
+        "reward_std": float(torch.tensor(ref).std()),
+        "max_abs_diff": noise,
+        "median_abs_diff": float(d.median()),
+        "pair_agreement": pair_agreement(ref, got, pairs),
+        "median_pair_margin": float(torch.tensor(margin).median()),
+        "pairs_margin_over_2x_max_diff": len(clear),
+        "agreement_on_those": pair_agreement(ref, got, clear) if clear else None,
+    }
+
+
 def fidelity(model, seqs, lists, pairs) -> dict:
     """Engine vs the card loop with the head in fp32 on both sides, for two heads.
 
@@ -181,75 +216,39 @@ def fidelity(model, seqs, lists, pairs) -> dict:
     the pooled hidden states — a direction along which responses differ, as a trained head reads
     one — which gives the ordering test margins above the bf16 noise of the body.
     """
-    head = model.score
-    head.float()
-    random_w = head.weight.data.clone()
-    hook = head.register_forward_pre_hook(lambda _m, args: (args[0].float(),))
     out: dict = {}
-    try:
+    with fp32_head(model) as random_w:
         for head_name, w in (("random", random_w), ("principal", principal_direction(model, seqs)[None])):
-            head.weight.data = w.float().cuda()
+            model.score.weight.data = w.float().cuda()
             ref = anchor_hf.run_seed(model, seqs)
-            res = {"reward_std": float(torch.tensor(ref).std())}
+            res = {}
             for name, comp in (("engine_eager", False), ("engine_compiled", True)):
                 got = ScoringEngine(model, head_dtype=torch.float32, compile=comp).score_ids(lists)
-                d = torch.tensor(got) - torch.tensor(ref)
-                margin = torch.tensor([abs(ref[c] - ref[r]) for c, r in pairs])
-                noise = float(d.abs().max())
-                clear = [p for p, m in zip(pairs, margin.tolist(), strict=True) if m > 2 * noise]
-                res[name] = {
-                    "max_abs_diff": noise,
-                    "median_abs_diff": float(d.abs().median()),
-                    "pair_agreement": pair_agreement(ref, got, pairs),
-                    "pairs_margin_over_2x_max_diff": len(clear),
-                    "agreement_on_those": pair_agreement(ref, got, clear) if clear else None,
-                }
+                res[name] = ordering(ref, got, pairs)
                 set_compiled(model, False)
             out[head_name] = res
             print(f"fidelity (fp32 {head_name} head): {json.dumps(res)}", flush=True)
-        return out
-    finally:
-        hook.remove()
-        head.weight.data = random_w
-        head.to(torch.bfloat16)
+    return out
 
 
 def fp8_fidelity(model, seqs, lists, pairs) -> dict:
     """FP8 against bf16 on RM-Bench pairs, both engines compiled, the head in fp32 on both sides,
     for the random head and the principal-direction head (see `fidelity`). Converts the model
     to FP8 in place: run it last."""
-    head = model.score
-    head.float()
-    random_w = head.weight.data.clone()
-    heads = {"random": random_w, "principal": principal_direction(model, seqs)[None].float().cuda()}
-    hook = head.register_forward_pre_hook(lambda _m, args: (args[0].float(),))
-    out: dict = {}
-    try:
+    got: dict = {}
+    with fp32_head(model) as random_w:
+        heads = {"random": random_w, "principal": principal_direction(model, seqs)[None].float().cuda()}
         for fp8 in (False, True):
             for name, w in heads.items():
-                head.weight.data = w
-                got = ScoringEngine(model, head_dtype=torch.float32, compile=True, fp8=fp8).score_ids(lists)
-                out.setdefault(name, {})["fp8" if fp8 else "bf16"] = got
+                model.score.weight.data = w
+                got[name, fp8] = ScoringEngine(
+                    model, head_dtype=torch.float32, compile=True, fp8=fp8
+                ).score_ids(lists)
                 set_compiled(model, False)
-        for name, r in out.items():
-            ref, got = r.pop("bf16"), r.pop("fp8")
-            d = (torch.tensor(got) - torch.tensor(ref)).abs()
-            margin = [abs(ref[c] - ref[x]) for c, x in pairs]
-            noise = float(d.max())
-            clear = [p for p, m in zip(pairs, margin, strict=True) if m > 2 * noise]
-            r.update(
-                reward_std=float(torch.tensor(ref).std()),
-                max_abs_diff=noise,
-                median_abs_diff=float(d.median()),
-                pair_agreement=pair_agreement(ref, got, pairs),
-                median_pair_margin=float(torch.tensor(margin).median()),
-                pairs_margin_over_2x_max_diff=len(clear),
-                agreement_on_those=pair_agreement(ref, got, clear) if clear else None,
-            )
-            print(f"fp8 vs bf16 (fp32 {name} head): {json.dumps(r)}", flush=True)
-        return out
-    finally:
-        hook.remove()
+    out = {name: ordering(got[name, False], got[name, True], pairs) for name in heads}
+    for name, r in out.items():
+        print(f"fp8 vs bf16 (fp32 {name} head): {json.dumps(r)}", flush=True)
+    return out
 
 
 def long_conversation(model, lengths, chunk, out):

@@ -251,8 +251,9 @@ def main() -> None:
         Path(a.dir or tempfile.gettempdir())
         / f"rewardkit-tp-{a.shape}-{a.head}-{'full' if a.parity else 'head'}"
     )
+    unsharded = rank.world_size == 1 and not a.parity  # the one-GPU baseline: no checkpoint
     ref_model = ref_head = None
-    if rank.is_main:
+    if rank.is_main and not unsharded:
         tmp.mkdir(parents=True, exist_ok=True)
         if a.parity:
             ref_model, ref_head = full_checkpoint(a.shape, a.head, tmp, device, dtype)
@@ -262,7 +263,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     head_dtype = torch.float32 if a.parity else None
-    if rank.world_size == 1 and not a.parity:  # the one-GPU baseline: the unsharded engine
+    if unsharded:  # the engine on the model built on this GPU
         model = unsharded_model(a.shape, a.head, device, dtype)
         head = head_spec(a.head)
         engine = ScoringEngine(
