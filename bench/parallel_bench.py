@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 
 import common  # bench/common.py (the script's folder is on sys.path)
 from rewardkit.engine.engine import ScoringEngine
-from rewardkit.engine.parallel import shard_bounds
+from rewardkit.scoring.files import shard_bounds
 
 
 def build_model(size: str, device: torch.device) -> torch.nn.Module:

@@ -1,8 +1,8 @@
 """Tensor-parallel scoring: throughput and peak memory per GPU, and parity with the unsharded model.
 
 Run one process per GPU under torchrun; every rank loads its shard through
-`rewardkit.engine.tensor_parallel.load_sharded_model` (transformers' ``tp_plan="auto"``), rank 0
-scores through the engine under `Lockstep.lead`, the others follow.
+`rewardkit.models.loading.load_model(tensor_parallel=True)` (transformers' ``tp_plan="auto"``), rank 0
+scores through the engine under `Lockstep.leading`, the others follow.
 
 Throughput (``--shape llama-70b`` / ``32b``): the checkpoint directory holds the config and
 one small weight only; transformers initialises every missing weight randomly, on each rank's
@@ -35,6 +35,7 @@ the card's loop on the first N conversations and length-sorted padded 16k-token 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -45,11 +46,10 @@ import torch
 import torch.distributed as dist
 
 import common  # bench/common.py (the script's folder is on sys.path)
+from rewardkit.distributed import join, leave, rank_from_env
 from rewardkit.engine.engine import ScoringEngine, apply_head, set_compiled
-from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
-from rewardkit.engine.tensor_parallel import Lockstep, load_sharded_model, tensor_parallel_engine
-from rewardkit.models.loading import SEQUENCE_CLASSIFICATION
-from rewardkit.models.reference import attention_implementation
+from rewardkit.engine.tensor_parallel import Lockstep, tensor_parallel_engine
+from rewardkit.models.loading import SEQUENCE_CLASSIFICATION, attention_implementation, load_model
 
 
 def default_head(shape: str) -> str:
@@ -245,7 +245,7 @@ def main() -> None:
         raise SystemExit("run under torchrun --nproc-per-node N")
     device = torch.device(f"cuda:{rank.local_rank}" if a.device == "cuda" else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    init_process_group(rank, device)
+    group = join(device, rank=rank)
     seqs = common.lognormal_workload(a.conversations, common.SHAPES[a.shape]["vocab_size"])
     tmp = (
         Path(a.dir or tempfile.gettempdir())
@@ -270,7 +270,7 @@ def main() -> None:
             model, head=head, token_budget=a.token_budget, head_dtype=head_dtype, compile=a.compile
         )
     else:
-        model, idx, head = load_sharded_model(str(tmp), dtype=dtype)
+        model, idx, head = load_model(str(tmp), device=device, dtype=dtype, tensor_parallel=True)
         engine = tensor_parallel_engine(
             model,
             head=head,
@@ -281,10 +281,10 @@ def main() -> None:
         )
     sync(device)
     load_s = time.perf_counter() - t0
-    lockstep = Lockstep(engine)
+    lockstep = engine.forward if isinstance(engine.forward, Lockstep) else None  # None: one GPU
     result: dict = {}
     if rank.is_main:
-        with lockstep.lead():
+        with lockstep.leading() if lockstep is not None else contextlib.nullcontext():
             engine.score_ids(seqs[:16])  # warm-up (and compilation)
             sync(device)
             t0 = time.perf_counter()
@@ -320,6 +320,7 @@ def main() -> None:
             card = hf_padded(ref_model, ref_head, seqs, 1, head_dtype=torch.float32)
             result["unsharded_vs_card_loop"] = parity(card, ref)
     else:
+        assert lockstep is not None
         lockstep.follow()
     peaks = [None] * rank.world_size
     dist.all_gather_object(peaks, peak_gib(device))
@@ -335,7 +336,7 @@ def main() -> None:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / f"tp_bench-{a.shape}-{rank.world_size}.json").write_text(json.dumps(result, indent=2))
     del model, engine, lockstep, ref_model  # the sharded model goes before the group
-    destroy_process_group()
+    leave(group)
 
 
 if __name__ == "__main__":

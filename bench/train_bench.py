@@ -32,10 +32,11 @@ import torch.distributed as dist
 from transformers import AutoModelForSequenceClassification
 
 import common  # bench/common.py (the script's folder is on sys.path)
+from rewardkit.distributed import join, leave
 from rewardkit.engine.attention import VARLEN
 from rewardkit.engine.engine import set_compiled
 from rewardkit.train.data import TokenPairs
-from rewardkit.train.distributed import PairRewards, close_distributed, init_distributed, shard_model
+from rewardkit.train.distributed import PairRewards, shard_model
 from rewardkit.train.lora import (
     DEFAULT_TARGET_MODULES,
     LoraSettings,
@@ -208,7 +209,7 @@ def main() -> int:
         print_plan(args.size, args.micro_batch_tokens)
         return 0
 
-    env = init_distributed(args.device)
+    env = join(args.device)
     cuda = env.device.type == "cuda"
     bf16 = cuda and not args.fp32
     model = build_model(args.size, env.device)
@@ -236,7 +237,7 @@ def main() -> int:
         warmup_steps=10,
     )
     step = PairStep(
-        root, opt, sched, device=env.device, rank=env.rank, world=env.world, loss_name="bt",
+        root, opt, sched, device=env.device, rank=env.rank, world=env.world_size, loss_name="bt",
         reward_centering=0.0, token_budget=args.micro_batch_tokens, pad_token_id=None, flops=flops,
         grad_clip=1.0,
     )  # fmt: skip
@@ -267,7 +268,7 @@ def main() -> int:
         "params": matmul_params(model) + model.get_input_embeddings().weight.numel(),
         "lora_rank": args.lora_rank,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "world": env.world,
+        "world": env.world_size,
         "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
         "torch": torch.__version__,
         "precision": "bf16-mixed" if bf16 else "fp32",
@@ -279,9 +280,9 @@ def main() -> int:
         "timed_steps": len(stats),
         "tokens_per_step": tokens / len(stats),
         "seconds_per_step": seconds / len(stats),
-        "tokens_per_s_per_gpu": tokens / seconds / env.world,
-        "tflops_per_gpu": sum(s.flops for s in stats) / seconds / env.world / 1e12,
-        "mfu": sum(s.flops for s in stats) / seconds / env.world / (peak * 1e12) if peak else None,
+        "tokens_per_s_per_gpu": tokens / seconds / env.world_size,
+        "tflops_per_gpu": sum(s.flops for s in stats) / seconds / env.world_size / 1e12,
+        "mfu": sum(s.flops for s in stats) / seconds / env.world_size / (peak * 1e12) if peak else None,
         "peak_memory_gib": mem.item(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -292,7 +293,7 @@ def main() -> int:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    close_distributed(env)
+    leave(env)
     return 0
 
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from rewardkit.api import RewardModel
+from rewardkit.engine.batching import PackedBatch
+from rewardkit.engine.engine import Forward, ScoringEngine
 from rewardkit.models.tiny import save_tiny_reward_model
 
 # Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP spin-waiting
@@ -39,6 +41,51 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_rm(tiny_model_dir: Path) -> RewardModel:
     """The tiny model loaded on CPU in fp32 (shared: do not mutate)."""
     return RewardModel.load(tiny_model_dir, device="cpu")
+
+
+class BeforePacked:
+    """A `Forward` test double: calls ``before(batch)`` ahead of each packed forward (which may
+    raise, e.g. a simulated out-of-memory, or sleep), and records the batch sizes it saw."""
+
+    def __init__(self, inner: Forward, before: Callable[[PackedBatch], None]) -> None:
+        self.inner, self.before, self.calls = inner, before, []
+
+    def packed(self, batch: PackedBatch) -> torch.Tensor:
+        self.calls.append(int(batch.cu_seqlens.numel()) - 1)
+        self.before(batch)
+        return self.inner.packed(batch)
+
+    def long(self, ids: Sequence[int]) -> torch.Tensor:
+        return self.inner.long(ids)
+
+
+HookedEngine = Callable[..., ScoringEngine]
+
+
+@pytest.fixture
+def hooked_engine() -> HookedEngine:
+    """``hooked_engine(model, before, token_budget=...)``: an engine whose packed forwards run
+    through `BeforePacked` (its ``forward`` attribute)."""
+
+    def make(
+        model: torch.nn.Module, before: Callable[[PackedBatch], None], **kwargs: object
+    ) -> ScoringEngine:
+        return ScoringEngine(model, wrap_forward=lambda inner: BeforePacked(inner, before), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def hooked_rm(tiny_model_dir: Path, hooked_engine: HookedEngine) -> Callable[..., RewardModel]:
+    """``hooked_rm(before)``: a private copy of the tiny model whose engine calls ``before(batch)``
+    ahead of each packed forward."""
+
+    def make(before: Callable[[PackedBatch], None]) -> RewardModel:
+        rm = RewardModel.load(tiny_model_dir, device="cpu")
+        engine = hooked_engine(rm.model, before, token_budget=rm.engine.token_budget)
+        return RewardModel(model=rm.model, chat=rm.chat, engine=engine, spec=rm.spec)
+
+    return make
 
 
 @pytest.fixture(scope="session")

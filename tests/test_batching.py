@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rewardkit.api import RewardModel
-from rewardkit.engine.batching import pack, pool_index, token_budget_batches
+from rewardkit.engine.batching import PackedBatch, pack, pool_index, token_budget_batches
 from rewardkit.engine.engine import ScoringEngine
 
 
@@ -74,31 +74,26 @@ def test_pad_ending_sequence_matches_hf(tiny_rm: RewardModel) -> None:
     assert got == pytest.approx(want, abs=1e-5)
 
 
-class _OomAbove:
-    """Stands in for ``engine.forward_batch``: out of memory above ``limit`` sequences."""
+def _oom_above(limit: int):
+    """A hook that raises a simulated out-of-memory on packed batches of more than ``limit``."""
 
-    def __init__(self, real, limit: int) -> None:
-        self.real, self.limit, self.calls = real, limit, []
-
-    def __call__(self, batch):
-        n = int(batch.cu_seqlens.numel()) - 1
-        self.calls.append(n)
-        if n > self.limit:
+    def oom(batch: PackedBatch) -> None:
+        if int(batch.cu_seqlens.numel()) - 1 > limit:
             raise torch.OutOfMemoryError("simulated")
-        return self.real(batch)
+
+    return oom
 
 
 def _engine(rm: RewardModel, budget: int) -> ScoringEngine:
     return ScoringEngine(rm.model, token_budget=budget)
 
 
-def test_oom_split_and_retry(tiny_rm: RewardModel, caplog: pytest.LogCaptureFixture) -> None:
+def test_oom_split_and_retry(tiny_rm: RewardModel, hooked_engine, caplog: pytest.LogCaptureFixture) -> None:
     rng = random.Random(0)
     seqs = [[rng.randrange(0, 256) for _ in range(rng.randint(3, 40))] for _ in range(23)]
     normal = _engine(tiny_rm, 10_000).score_ids(seqs)
-    engine = _engine(tiny_rm, 10_000)
-    fake = _OomAbove(engine.forward_batch, limit=4)
-    engine.forward_batch = fake
+    engine = hooked_engine(tiny_rm.model, _oom_above(4), token_budget=10_000)
+    fake = engine.forward
     with caplog.at_level(logging.WARNING, logger="rewardkit.engine.engine"):
         got = engine.score_ids(seqs)
     assert got == pytest.approx(normal, abs=1e-5)
@@ -109,9 +104,8 @@ def test_oom_split_and_retry(tiny_rm: RewardModel, caplog: pytest.LogCaptureFixt
     assert any("out of memory" in r.getMessage() and "splitting" in r.getMessage() for r in caplog.records)
 
 
-def test_oom_on_single_sequence_is_raised(tiny_rm: RewardModel) -> None:
-    engine = _engine(tiny_rm, 10_000)
-    engine.forward_batch = _OomAbove(engine.forward_batch, limit=0)
+def test_oom_on_single_sequence_is_raised(tiny_rm: RewardModel, hooked_engine) -> None:
+    engine = hooked_engine(tiny_rm.model, _oom_above(0), token_budget=10_000)
     with pytest.raises(torch.OutOfMemoryError):
         engine.score_ids([[1, 2, 3], [4, 5]])
 

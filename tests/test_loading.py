@@ -12,11 +12,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from rewardkit.api import RewardModel
 from rewardkit.cli import main
 from rewardkit.data.conversation import Conversation
+from rewardkit.distributed import resolve_device
 from rewardkit.errors import ConfigError, ModelError
 from rewardkit.models.loading import (
     ScoringSpec,
     default_max_length,
-    resolve_device,
     resolve_dtype,
     template_hash,
 )

@@ -10,16 +10,11 @@ import pytest
 
 from rewardkit.api import RewardModel
 from rewardkit.cli import main
-from rewardkit.engine.parallel import (
-    LAUNCHED_DEVICES_ENV,
-    launch_local,
-    parse_devices,
-    part_path,
-    rank_from_env,
-    shard_bounds,
-)
+from rewardkit.data.io import part_path
+from rewardkit.distributed import LAUNCHED_DEVICES_ENV, launch_local, parse_devices, rank_from_env
 from rewardkit.errors import ConfigError
 from rewardkit.scoring import InvalidInputError, score_file_sharded
+from rewardkit.scoring.files import shard_bounds
 
 ATOL = 1e-5  # fp32 packed in different batches on each rank; see test_parity.py
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -2,7 +2,7 @@
 
 The module is also the worker that ``torchrun --nproc-per-node 2`` runs: each rank loads its
 shard with transformers' tensor-parallel plan, rank 0 scores through the ordinary engine under
-`Lockstep.lead` and the other rank follows.
+`Lockstep.leading` and the other rank follows.
 """
 
 from __future__ import annotations
@@ -29,29 +29,30 @@ BUDGET = 256  # tokens per batch in the worker: several batches, and one sequenc
 def _worker(model_dir: str, job: str, out: str) -> None:
     import torch.distributed as dist
 
-    from rewardkit.engine.parallel import destroy_process_group, init_process_group, rank_from_env
+    from rewardkit.distributed import process_group
 
     torch.set_num_threads(1)
-    rank = rank_from_env()
-    assert rank is not None
-    init_process_group(rank, torch.device("cpu"))
-    result = _run_job(model_dir, json.loads(Path(job).read_text()), rank.is_main)
-    Path(f"{out}.rank{rank.rank}").write_text(json.dumps(result))
-    dist.barrier()  # the sharded model lived only in _run_job: it goes before the group
-    destroy_process_group()
+    with process_group("cpu") as group:
+        result = _run_job(model_dir, json.loads(Path(job).read_text()), group.is_main)
+        Path(f"{out}.rank{group.rank}").write_text(json.dumps(result))
+        dist.barrier()  # the sharded model lived only in _run_job: it goes before the group
 
 
 def _run_job(model_dir: str, spec: dict, main_rank: bool) -> dict[str, object]:
-    from rewardkit.engine.tensor_parallel import Lockstep, load_sharded_model, tensor_parallel_engine
+    from rewardkit.engine.tensor_parallel import Lockstep, tensor_parallel_engine
+    from rewardkit.models.loading import load_model
 
-    model, idx, head = load_sharded_model(model_dir, dtype=torch.float32)
+    model, idx, head = load_model(
+        model_dir, device=torch.device("cpu"), dtype=torch.float32, tensor_parallel=True
+    )
     engine = tensor_parallel_engine(model, head=head, output_index=idx, token_budget=BUDGET)
     attn = model.model.layers[0].self_attn
     local_q = attn.q_proj(torch.zeros(1, 1, model.config.hidden_size)).shape[-1] // attn.head_dim
     result: dict[str, object] = {"local_q_heads": local_q}
-    lockstep = Lockstep(engine)
+    lockstep = engine.forward
+    assert isinstance(lockstep, Lockstep)
     if main_rank:
-        with lockstep.lead():
+        with lockstep.leading():
             result["ids"] = engine.score_ids(spec["ids"])
             result["groups"] = engine.score_groups(spec["groups"])
             if spec["long"]:
@@ -185,10 +186,10 @@ def test_shapes_must_divide():
 
 
 def test_load_needs_a_process_group(tiny_model_dir):
-    from rewardkit.engine.tensor_parallel import load_sharded_model
+    from rewardkit.models.loading import load_model
 
     with pytest.raises(ConfigError, match="torchrun"):
-        load_sharded_model(str(tiny_model_dir), dtype=torch.float32)
+        load_model(str(tiny_model_dir), device=torch.device("cpu"), dtype=torch.float32, tensor_parallel=True)
 
 
 def test_fp8_is_refused(tiny_rm):

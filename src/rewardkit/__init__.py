@@ -6,8 +6,9 @@ import torch or transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rewardkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -47,7 +48,4 @@ if TYPE_CHECKING:
     from rewardkit.models.loading import ScoringSpec
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rewardkit' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rewardkit.data.conversation import Conversation, Message, PreferencePair
+from rewardkit.distributed import resolve_device
 from rewardkit.engine.engine import ProgressFn, ScoringEngine
 from rewardkit.errors import InputError
 from rewardkit.models.loading import (
@@ -23,11 +23,11 @@ from rewardkit.models.loading import (
     load_model,
     load_tokenizer,
     model_length_limit,
-    resolve_device,
     resolve_dtype,
     template_hash,
 )
 from rewardkit.models.templating import ChatTokenizer, Encoded
+from rewardkit.nested import flatten, split
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,37 @@ def sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     z = math.exp(x)
     return z / (1.0 + z)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """How to load a reward model: the arguments of `RewardModel.load` as one value, so that a
+    workflow can load it where it runs (e.g. on every rank of a job, each on its own device).
+
+    Example:
+        >>> opts = ModelOptions(model="nvidia/Qwen-2.5-Nemotron-32B-Reward", truncation="left")
+        >>> rm = opts.load()  # doctest: +SKIP
+    """
+
+    model: str
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    head_dtype: str | None = None
+    max_length: int | None = None
+    truncation: Truncation = "error"
+    chat_template: str | None = None
+    output_index: int | None = None
+    reward_head: str | None = None
+    trust_remote_code: bool = False
+    fp8: bool = False
+    token_budget: int | None = None
+    tensor_parallel: bool = False
+
+    def load(self) -> RewardModel:
+        """`RewardModel.load` with these options."""
+        kwargs = asdict(self)
+        return RewardModel.load(kwargs.pop("model"), **kwargs)
 
 
 class RewardModel:
@@ -103,26 +134,25 @@ class RewardModel:
         the decoder's linear layers as FP8 GEMMs (Hopper GPUs; off by default).
         """
         name = str(model)
-        dev = resolve_device(device)
+        dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
         hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev)
         tok, template = load_tokenizer(
             name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
         )
-        common = dict(
+        net, out_idx, head = load_model(
+            name,
             revision=revision,
+            device=dev,
             dtype=dt,
             trust_remote_code=trust_remote_code,
             output_index=output_index,
             reward_head=reward_head,
+            tensor_parallel=tensor_parallel,
         )
         if tensor_parallel:
-            from rewardkit.engine.tensor_parallel import load_sharded_model, tensor_parallel_engine
-
-            net, out_idx, head = load_sharded_model(name, **common)
-            make_engine = tensor_parallel_engine
+            from rewardkit.engine.tensor_parallel import tensor_parallel_engine as make_engine
         else:
-            net, out_idx, head = load_model(name, device=dev, **common)
             make_engine = ScoringEngine
         model_limit = model_length_limit(net.config, tok)
         limit = max_length if max_length is not None else default_max_length(net.config, tok)
@@ -152,14 +182,29 @@ class RewardModel:
         return cls(model=net, chat=chat, engine=engine, spec=spec)
 
     def encode(self, conversations: Sequence[ConversationLike]) -> list[Encoded | InputError]:
-        """Tokenizes (and truncates) with the model's template; errors are returned per item."""
-        convs = []
+        """Tokenizes with the model's chat template and length policy: the one tokenization entry
+        of every scoring path.
+
+        Returns, per conversation, its `Encoded` tokens or the `InputError` that stops it from
+        being scored (malformed, or too long for the length policy); ``field`` is relative to the
+        conversation (``messages[2].role``). Never raises for one bad item.
+        """
+        convs: list[Conversation | None] = []
+        errors: dict[int, InputError] = {}
         for i, c in enumerate(conversations):
             try:
                 convs.append(Conversation.of(c))
             except InputError as e:
-                raise InputError(e.message, field=f"[{i}].{e.field}" if e.field else f"[{i}]") from e
-        return self.chat.encode(convs)
+                convs.append(None)
+                errors[i] = e
+        ok = self.chat.encode([c for c in convs if c is not None])
+        it = iter(ok)
+        return [errors[i] if c is None else next(it) for i, c in enumerate(convs)]
+
+    def encode_texts(self, texts: Sequence[str]) -> list[Encoded | InputError]:
+        """Tokenizes already-templated texts as they are (no special tokens added), under the
+        length policy (``left`` keeps the last tokens); per item like `encode`."""
+        return self.chat.encode_texts(texts)
 
     def score_encoded(
         self,
@@ -181,11 +226,7 @@ class RewardModel:
         if group_sizes is None:
             rewards = self.engine.score_ids(ids, progress=progress)
         else:
-            if sum(group_sizes) != len(ids):
-                raise ValueError(f"group sizes add up to {sum(group_sizes)}, expected {len(ids)}")
-            bounds = [0, *itertools.accumulate(group_sizes)]
-            groups = [ids[a:b] for a, b in itertools.pairwise(bounds)]
-            rewards = [r for g in self.engine.score_groups(groups, progress=progress) for r in g]
+            rewards = flatten(self.engine.score_groups(split(ids, group_sizes), progress=progress))[0]
         return [
             Scored(
                 reward=r,
@@ -217,11 +258,9 @@ class RewardModel:
 
     def score_groups(self, groups: Sequence[Sequence[ConversationLike]]) -> list[list[float]]:
         """Rewards for K responses per prompt, each group's shared prompt computed once."""
-        flat = self.score([c for g in groups for c in g], group_sizes=[len(g) for g in groups])
-        bounds = [0, *itertools.accumulate(len(g) for g in groups)]
-        return [flat[a:b] for a, b in itertools.pairwise(bounds)]
+        flat, sizes = flatten(groups)
+        return split(self.score(flat, group_sizes=sizes), sizes)
 
     def score_pairs(self, pairs: Sequence[PreferencePair]) -> list[tuple[float, float]]:
         """(reward of ``first``, reward of ``second``) per pair (scored as groups of two)."""
-        flat = self.score([c for p in pairs for c in p.conversations()], group_sizes=[2] * len(pairs))
-        return list(zip(flat[0::2], flat[1::2], strict=True))
+        return [(a, b) for a, b in self.score_groups([p.conversations() for p in pairs])]

@@ -104,7 +104,7 @@ def server(serve: ServeFn, tiny_rm: RewardModel) -> Iterator[BackgroundServer]:
 
 @pytest.fixture
 def fresh_rm(tiny_model_dir: Path) -> RewardModel:
-    """A private copy of the tiny model (tests may patch its engine)."""
+    """A private copy of the tiny model (its own batcher state, not shared with other tests)."""
     return RewardModel.load(tiny_model_dir, device="cpu")
 
 

@@ -208,16 +208,16 @@ def test_overload_gives_429_and_no_wrong_answer(
         assert "rewardkit_queue_depth 0.0" in httpx.get(f"{srv.url}/metrics").text
 
 
-def test_a_failing_batch_fails_only_its_requests(serve, fresh_rm: RewardModel, conversations, offline):
-    poison = fresh_rm.tokenizer.convert_tokens_to_ids("~")
-    original = fresh_rm.engine.forward_batch
+def test_a_failing_batch_fails_only_its_requests(
+    serve, hooked_rm, tiny_rm: RewardModel, conversations, offline
+):
+    poison = tiny_rm.tokenizer.convert_tokens_to_ids("~")
 
     def flaky(batch):
         if bool((batch.input_ids == poison).any()):
             raise RuntimeError("device fell over")
-        return original(batch)
 
-    fresh_rm.engine.forward_batch = flaky
+    fresh_rm = hooked_rm(flaky)
     with serve(fresh_rm, max_wait_ms=0) as srv:
         bad = httpx.post(
             f"{srv.url}/v1/rewards", json={"conversations": [[U, {"role": "assistant", "content": "~"}]]}

@@ -158,20 +158,18 @@ def test_served_model_name(serve, tiny_rm: RewardModel, conversations):
         assert "'other' is not served here" in wrong.json()["detail"]
 
 
-def test_event_loop_stays_responsive_during_a_slow_batch(serve, fresh_rm: RewardModel, conversations):
+def test_event_loop_stays_responsive_during_a_slow_batch(serve, hooked_rm, conversations):
     """The engine runs on a worker thread: /health answers while a batch is computing."""
     import threading
     import time
 
-    original = fresh_rm.engine.forward_batch
     started = threading.Event()
 
     def slow(batch):
         started.set()
         time.sleep(1.0)
-        return original(batch)
 
-    fresh_rm.engine.forward_batch = slow
+    fresh_rm = hooked_rm(slow)
     with serve(fresh_rm, max_wait_ms=0) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
         box: dict = {}
         t = threading.Thread(

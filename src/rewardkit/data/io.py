@@ -7,7 +7,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,59 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def meta_path(output: str | Path) -> Path:
+    """The sidecar that records what produced an output file: ``OUT.meta.json``."""
+    out = Path(output)
+    return out.with_name(out.name + ".meta.json")
+
+
+def part_path(output: str | Path, rank: int, world_size: int) -> Path:
+    """The resumable part file one rank of ``world_size`` writes before the merge: ``OUT.rank{r}-of-{w}``."""
+    out = Path(output)
+    return out.with_name(f"{out.name}.rank{rank}-of-{world_size}")
+
+
+def count_rows(path: str | Path) -> int:
+    """Complete lines of a JSONL file, read in blocks."""
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def merge_parts(
+    output: str | Path, parts: Sequence[Path], meta: dict[str, Any], *, expected_rows: int
+) -> None:
+    """Concatenates the parts (in rank order) into ``output`` atomically, then removes them.
+
+    The merged file and its `meta_path` sidecar are written beside ``output`` and moved into
+    place with ``os.replace``, so a kill leaves either the parts or the complete output, never a mix.
+
+    Raises:
+        RewardkitError: a part is missing, or the parts hold another number of rows than expected.
+    """
+    out = Path(output)
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise RewardkitError(f"cannot merge {out}: missing part file(s) {', '.join(missing)}")
+    tmp = out.with_name(out.name + ".merging")
+    rows = 0
+    with open(tmp, "wb") as f:
+        for p in parts:
+            with open(p, "rb") as src:
+                for block in iter(lambda src=src: src.read(1 << 20), b""):
+                    rows += block.count(b"\n")
+                    f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    if rows != expected_rows:
+        tmp.unlink()
+        raise RewardkitError(f"the part files of {out} hold {rows} rows, expected {expected_rows}")
+    _atomic_write_text(meta_path(out), json.dumps(meta, indent=1, sort_keys=True))
+    os.replace(tmp, out)
+    for p in parts:
+        p.unlink()
+        meta_path(p).unlink(missing_ok=True)
+
+
 def _complete_rows(path: Path) -> int:
     """Counts complete lines and cuts a torn last line (a write killed half-way)."""
     with open(path, "rb+") as f:
@@ -147,7 +200,7 @@ class JsonlWriter:
             self._f = sys.stdout
             return
         self.path = Path(path)
-        self.meta_path = self.path.with_name(self.path.name + ".meta.json")
+        self.meta_path = meta_path(self.path)
         meta_text = json.dumps(meta, indent=1, sort_keys=True)
         if self.path.exists() and not overwrite:
             if not self.meta_path.exists():

@@ -1,9 +1,33 @@
-"""ScoringEngine: packed, padding-free reward scoring — the hot path every command shares."""
+"""ScoringEngine: packed, padding-free reward scoring — the hot path every command shares.
+
+The path of one call, top to bottom:
+
+1. `ScoringEngine.score_ids` / `score_groups` take token id sequences (a group: K sequences that
+   share a prompt) and call `_score_units`.
+2. `_score_units` plans: a group too large for one batch becomes single sequences, and
+   `token_budget_batches` cuts the units, longest first, into batches of at most ``token_budget``
+   tokens.
+3. `_run_batch` runs one batch; on out-of-memory it splits the batch in two and retries each half.
+4. `_forward_units` chooses the path: one sequence longer than a batch goes through
+   `Forward.long` (`chunked_reward`, layer-major chunked prefill); anything else is packed into
+   one stream (`pack`, or `pack_groups` for shared prompts) and goes through `Forward.packed`.
+5. `Forward` is the seam to the model. `ModelForward` runs it on this process's device:
+   `packed_rewards` calls the HF backbone with ``position_ids`` restarting per sequence and
+   ``cu_seq_lens_q`` in its kwargs; every decoder layer's attention dispatches (through
+   transformers' ``AttentionInterface``) to `rewardkit.engine.attention.varlen_attention_forward`,
+   which runs ``torch.nn.attention.varlen.varlen_attn`` (flash varlen) on CUDA and one SDPA per
+   segment on the CPU. The head reads only each sequence's pooled token (`apply_head`).
+   Tensor parallel wraps the forward in a `rewardkit.engine.tensor_parallel.Lockstep` (the
+   ``wrap_forward`` parameter), which first sends each forward to the other ranks.
+6. Rewards stay on the device until one host sync at the end of the call.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 import torch._dynamo
@@ -19,11 +43,12 @@ from rewardkit.engine.batching import (
     token_budget_batches,
 )
 from rewardkit.engine.fp8 import convert_to_fp8
-from rewardkit.models.loading import SEQUENCE_CLASSIFICATION, lm_logit_token
-from rewardkit.models.reference import attention_implementation
+from rewardkit.models.loading import SEQUENCE_CLASSIFICATION, attention_implementation, lm_logit_token
+from rewardkit.nested import flatten, split
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 ProgressFn = Callable[[int, int], None]  # (sequences done, tokens done) since the last call
 CPU_TOKEN_BUDGET = 8192
 
@@ -148,20 +173,25 @@ def chunked_reward(
         2 * kv * hd * x.element_size(),
         2 * n * kv * hd * x.element_size() / 2**30,
     )
+
+    def i32(*xs: int) -> torch.Tensor:
+        return torch.tensor(xs, dtype=torch.int32, device=device)
+
+    # The chunks' boundaries are the same in every layer: built once. Chunk [s, e) attends to
+    # keys [0, e) of its layer, bottom-right aligned (its last query sees every key).
+    chunks = [
+        (s, e, i32(0, e - s), KeyPlan(cu_seqlens_k=i32(0, e), max_seqlen_k=e, cache=cache))
+        for s in range(0, n, chunk)
+        for e in [min(n, s + chunk)]
+    ]
     with attention_implementation(model, VARLEN):
         for layer in backbone.layers:
-            for s in range(0, n, chunk):
-                e = min(n, s + chunk)
-                plan = KeyPlan(
-                    cu_seqlens_k=torch.tensor([0, e], dtype=torch.int32, device=device),
-                    max_seqlen_k=e,
-                    cache=cache,
-                )
+            for s, e, cu_q, plan in chunks:
                 x[s:e] = layer.forward(
                     x[None, s:e],
                     position_embeddings=(cos[:, s:e], sin[:, s:e]),
                     position_ids=pos[:, s:e],
-                    cu_seq_lens_q=torch.tensor([0, e - s], dtype=torch.int32, device=device),
+                    cu_seq_lens_q=cu_q,
                     max_length_q=e - s,
                     rewardkit_keys=plan,
                 )[0]
@@ -187,6 +217,61 @@ def set_compiled(model: torch.nn.Module, enabled: bool) -> int:
     return len(layers)
 
 
+class Forward(Protocol):
+    """What an engine runs on the model: the seam where tensor parallel's `Lockstep` plugs in.
+
+    ``packed`` takes a packed stream (on the CPU) and returns its (B,) rewards on the device;
+    ``long`` takes one sequence longer than a batch and returns its (1,) reward.
+    """
+
+    def packed(self, batch: PackedBatch) -> torch.Tensor: ...
+
+    def long(self, ids: Sequence[int]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelForward:
+    """`Forward` on this process's device: `packed_rewards` and `chunked_reward` without grad.
+
+    Args:
+        model: the reward model (HF backbone + head).
+        device: where the model's weights are.
+        output_index / head_dtype / head: see `apply_head`.
+        pad_token_id: the pad id HF's classifier pools by (``None`` for an ``lm-logit`` head).
+        chunk: tokens per chunk of a long sequence (the engine's token budget).
+    """
+
+    model: torch.nn.Module
+    device: torch.device
+    output_index: int
+    head_dtype: torch.dtype
+    head: str
+    pad_token_id: int | None
+    chunk: int
+
+    @torch.inference_mode()
+    def packed(self, batch: PackedBatch) -> torch.Tensor:
+        return packed_rewards(
+            self.model,
+            batch.to(self.device),
+            output_index=self.output_index,
+            head_dtype=self.head_dtype,
+            head=self.head,
+        )
+
+    @torch.inference_mode()
+    def long(self, ids: Sequence[int]) -> torch.Tensor:
+        return chunked_reward(
+            self.model,
+            ids,
+            self.chunk,
+            output_index=self.output_index,
+            head_dtype=self.head_dtype,
+            pad_token_id=self.pad_token_id,
+            head=self.head,
+        )
+
+
 class ScoringEngine:
     """Scores token sequences with a reward model, packed.
 
@@ -194,6 +279,7 @@ class ScoringEngine:
     padding-free stream with varlen causal attention; the head is applied only at each
     sequence's pooled token. Gives the model card's ``logits[0][i]`` for every sequence (or,
     with an ``lm-logit:TOKEN_ID`` head, the card's one-token ``generate`` ``scores[0][0][TOKEN_ID]``).
+    The module docstring walks through one call.
 
     Args:
         model: a HF ``*ForSequenceClassification`` (``score`` head) or, with an ``lm-logit`` head,
@@ -206,6 +292,8 @@ class ScoringEngine:
         fp8: replace the decoder layers' linear layers by FP8 GEMMs (see `rewardkit.engine.fp8`;
             in place, irreversible; off by default).
         head: ``sequence-classification`` or ``lm-logit:TOKEN_ID`` (see `apply_head`).
+        wrap_forward: wraps the engine's `ModelForward` (e.g. tensor parallel's `Lockstep`, or a
+            test double); the engine calls only the `Forward` it returns.
     """
 
     def __init__(
@@ -218,6 +306,7 @@ class ScoringEngine:
         compile: bool | None = None,
         head: str = SEQUENCE_CLASSIFICATION,
         fp8: bool = False,
+        wrap_forward: Callable[[Forward], Forward] | None = None,
     ) -> None:
         self.model = model
         self.fp8 = fp8
@@ -242,96 +331,16 @@ class ScoringEngine:
         self.compiled = self.device.type == "cuda" if compile is None else compile
         if self.compiled:
             set_compiled(model, True)
-        self.forward_batch = self._forward  # replaced in tests to simulate running out of memory
-
-    @torch.inference_mode()
-    def _forward(self, batch: PackedBatch) -> torch.Tensor:
-        """One packed stream → (B,) rewards, left on the device (no host sync)."""
-        return packed_rewards(
-            self.model,
-            batch.to(self.device),
-            output_index=self.output_index,
+        forward: Forward = ModelForward(
+            model=model,
+            device=self.device,
+            output_index=output_index,
             head_dtype=self.head_dtype,
-            head=self.head,
-        )
-
-    @torch.inference_mode()
-    def _forward_long(self, ids: Sequence[int]) -> torch.Tensor:
-        return chunked_reward(
-            self.model,
-            ids,
-            self.token_budget,
-            output_index=self.output_index,
-            head_dtype=self.head_dtype,
+            head=head,
             pad_token_id=self.pad_token_id,
-            head=self.head,
+            chunk=self.token_budget,
         )
-
-    def _run(
-        self, seqs: Sequence[Sequence[int]], units: list[list[int]]
-    ) -> list[tuple[list[int], torch.Tensor]]:
-        """Runs one planned batch of units (groups of sequence indices sharing a prefix; mostly
-        single sequences). On out-of-memory, splits the batch in two and retries each half."""
-        flat = [i for u in units for i in u]
-        try:
-            if len(units) == 1 and len(units[0]) == 1 and len(seqs[flat[0]]) > self.token_budget:
-                return [(flat, self._forward_long(seqs[flat[0]]))]
-            if all(len(u) == 1 for u in units):
-                batch = pack([seqs[i] for i in flat], self.pad_token_id)
-            else:
-                batch = pack_groups([[seqs[i] for i in u] for u in units], self.pad_token_id)
-            return [(flat, self.forward_batch(batch))]
-        except torch._dynamo.exc.BackendCompilerFailed as e:
-            log.warning("compiling the decoder layers failed (%s); running them eagerly", e)
-            set_compiled(self.model, False)
-            self.compiled = False
-            return self._run(seqs, units)
-        except torch.OutOfMemoryError:
-            if len(flat) == 1:
-                raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            log.warning(
-                "out of memory on a batch of %d sequences (%d tokens); splitting it in two",
-                len(flat),
-                sum(len(seqs[i]) for i in flat),
-            )
-            if len(units) == 1:  # one group: score its sequences separately
-                units = [[i] for i in flat]
-            half = len(units) // 2
-            return self._run(seqs, units[:half]) + self._run(seqs, units[half:])
-
-    def _score_units(
-        self, seqs: Sequence[Sequence[int]], units: list[list[int]], progress: ProgressFn | None
-    ) -> list[float]:
-        if not seqs:
-            return []
-        if min(len(s) for s in seqs) == 0:
-            raise ValueError("cannot score an empty token sequence")
-        # A group too large for one batch is scored as separate sequences; a single sequence
-        # too large for one batch takes the chunked path (a batch of its own).
-        fitted: list[list[int]] = []
-        costs: list[int] = []
-        for u in units:
-            cost = group_cost([seqs[i] for i in u])
-            if len(u) > 1 and cost > self.token_budget:
-                fitted.extend([i] for i in u)
-                costs.extend(len(seqs[i]) for i in u)
-            else:
-                fitted.append(u)
-                costs.append(cost)
-        done: list[tuple[list[int], torch.Tensor]] = []
-        for batch in token_budget_batches(costs, self.token_budget):
-            group = [fitted[b] for b in batch]
-            done.extend(self._run(seqs, group))
-            if progress is not None:
-                progress(sum(len(u) for u in group), sum(len(seqs[i]) for u in group for i in u))
-        # One host sync for the whole call.
-        order = torch.tensor([i for idx, _ in done for i in idx])
-        values = torch.cat([r for _, r in done]).float().cpu()
-        out = torch.empty(len(seqs))
-        out[order] = values
-        return out.tolist()
+        self.forward = forward if wrap_forward is None else wrap_forward(forward)
 
     def score_ids(self, seqs: Sequence[Sequence[int]], *, progress: ProgressFn | None = None) -> list[float]:
         """Rewards for token sequences, in input order.
@@ -350,10 +359,87 @@ class ScoringEngine:
         Each group's common token prefix is computed once (see `pack_groups`); the rewards equal
         scoring every sequence alone.
         """
-        flat = [s for g in groups for s in g]
-        units, start = [], 0
-        for g in groups:
-            units.append(list(range(start, start + len(g))))
-            start += len(g)
-        rewards = self._score_units(flat, [u for u in units if u], progress)
-        return [[rewards[i] for i in u] for u in units]
+        flat, sizes = flatten(groups)
+        units = split(range(len(flat)), sizes)
+        return split(self._score_units(flat, [u for u in units if u], progress), sizes)
+
+    def _score_units(
+        self, seqs: Sequence[Sequence[int]], units: list[list[int]], progress: ProgressFn | None
+    ) -> list[float]:
+        """Rewards of ``seqs``, scored as ``units`` (lists of indices; a unit of several shares a
+        prefix)."""
+        if not seqs:
+            return []
+        if min(len(s) for s in seqs) == 0:
+            raise ValueError("cannot score an empty token sequence")
+        # 1. A group too large for one batch is scored as separate sequences; a single sequence
+        #    too large for one batch takes the chunked path (a batch of its own).
+        fitted: list[list[int]] = []
+        costs: list[int] = []
+        for u in units:
+            cost = group_cost([seqs[i] for i in u])
+            if len(u) > 1 and cost > self.token_budget:
+                fitted.extend([i] for i in u)
+                costs.extend(len(seqs[i]) for i in u)
+            else:
+                fitted.append(u)
+                costs.append(cost)
+        # 2. Token-budget batches, longest first; each runs with out-of-memory retries.
+        done: list[tuple[list[int], torch.Tensor]] = []
+        for batch in token_budget_batches(costs, self.token_budget):
+            units_b = [fitted[b] for b in batch]
+            done.extend(self._run_batch(seqs, units_b))
+            if progress is not None:
+                progress(sum(len(u) for u in units_b), sum(len(seqs[i]) for u in units_b for i in u))
+        # 3. One host sync for the whole call.
+        order = torch.tensor([i for idx, _ in done for i in idx])
+        values = torch.cat([r for _, r in done]).float().cpu()
+        out = torch.empty(len(seqs))
+        out[order] = values
+        return out.tolist()
+
+    def _run_batch(
+        self, seqs: Sequence[Sequence[int]], units: list[list[int]]
+    ) -> list[tuple[list[int], torch.Tensor]]:
+        """Runs one planned batch; on out-of-memory splits it in two and retries each half.
+
+        Returns (sequence indices, their rewards on the device) per part that ran.
+        """
+        flat = [i for u in units for i in u]
+        try:
+            return [(flat, self._forward_units(seqs, units))]
+        except torch.OutOfMemoryError:
+            if len(flat) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            log.warning(
+                "out of memory on a batch of %d sequences (%d tokens); splitting it in two",
+                len(flat),
+                sum(len(seqs[i]) for i in flat),
+            )
+            if len(units) == 1:  # one group: score its sequences separately
+                units = [[i] for i in flat]
+            half = len(units) // 2
+            return self._run_batch(seqs, units[:half]) + self._run_batch(seqs, units[half:])
+
+    def _forward_units(self, seqs: Sequence[Sequence[int]], units: list[list[int]]) -> torch.Tensor:
+        """The path for one batch: chunked prefill for one over-long sequence, else one packed
+        stream (with shared prefixes when a unit is a group). Rewards in ``units`` order."""
+        if len(units) == 1 and len(units[0]) == 1 and len(seqs[units[0][0]]) > self.token_budget:
+            return self._compiled_or_eager(self.forward.long, seqs[units[0][0]])
+        if all(len(u) == 1 for u in units):
+            batch = pack([seqs[u[0]] for u in units], self.pad_token_id)
+        else:
+            batch = pack_groups([[seqs[i] for i in u] for u in units], self.pad_token_id)
+        return self._compiled_or_eager(self.forward.packed, batch)
+
+    def _compiled_or_eager(self, run: Callable[[_T], torch.Tensor], arg: _T) -> torch.Tensor:
+        """``run(arg)``; if compiling the decoder layers fails, undoes compilation and runs eagerly."""
+        try:
+            return run(arg)
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            log.warning("compiling the decoder layers failed (%s); running them eagerly", e)
+            set_compiled(self.model, False)
+            self.compiled = False
+            return run(arg)

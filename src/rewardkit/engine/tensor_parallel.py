@@ -8,30 +8,27 @@ embedding sharded over the vocabulary), one process per GPU under ``torchrun``. 
 attention reads head counts from its inputs, so the engine's forward runs unchanged.
 
 Every rank must run the same forwards in the same order (each layer ends in a collective).
-`Lockstep` makes that so without a second scoring path: rank 0 runs the ordinary engine (it
-reads the input, plans batches, resumes, writes the output) and broadcasts each packed batch
-before running it; the other ranks run the broadcast batches and discard their (identical)
-rewards.
+`Lockstep` makes that so without a second scoring path: it is the engine's `Forward` (plugged in
+through ``ScoringEngine(wrap_forward=...)``). Rank 0 runs the ordinary engine (it reads the input,
+plans batches, resumes, writes the output) and broadcasts each packed batch before running it;
+the other ranks run the broadcast batches and discard their (identical) rewards. Loading goes
+through the one `rewardkit.models.loading.load_model` (``tensor_parallel=True``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from rewardkit.engine.engine import ScoringEngine, head_linear
+from rewardkit.engine.batching import PackedBatch
+from rewardkit.engine.engine import Forward, ScoringEngine, head_linear
 from rewardkit.errors import ConfigError, ModelError
-from rewardkit.models.loading import (
-    SEQUENCE_CLASSIFICATION,
-    from_pretrained,
-    load_config,
-    resolve_output,
-)
+from rewardkit.models.loading import SEQUENCE_CLASSIFICATION
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +76,13 @@ def replicate_head(model: torch.nn.Module, head: str) -> None:
         log.info("gathered the %s head weight %s on every rank", head, tuple(linear.weight.shape))
 
 
-def load_sharded_model(
-    name: str,
-    *,
-    revision: str | None = None,
-    dtype: torch.dtype,
-    trust_remote_code: bool = False,
-    output_index: int | None = None,
-    reward_head: str | None = None,
-) -> tuple[torch.nn.Module, int, str]:
-    """Loads this rank's shard of a reward model; returns (model, output index, reward head).
+def sharding_options(config: Any) -> dict[str, Any]:
+    """``from_pretrained`` options that load this rank's shard (transformers' ``tp_plan="auto"``).
 
-    The tensor-parallel counterpart of `rewardkit.models.loading.load_model`: same heads and
-    checks, weights read from safetensors straight into each rank's shard (on ``cuda:LOCAL_RANK``,
-    or the CPU with gloo). Call after joining the process group; every rank of it takes part.
+    Call after joining the process group; every rank of it takes part in the load.
 
     Raises:
         ConfigError: not inside a process group, or shapes that do not split over its ranks.
-        ModelError: as `load_model`.
     """
     from transformers.distributed import DistributedConfig
 
@@ -104,31 +90,28 @@ def load_sharded_model(
         raise ConfigError(
             "--tensor-parallel runs under torchrun: torchrun --nproc-per-node N -m rewardkit ..."
         )
+    check_shapes(config.get_text_config(), dist.get_world_size())
+    return {"distributed_config": DistributedConfig(tp_plan="auto")}
+
+
+def finish_sharded(model: torch.nn.Module, head: str) -> None:
+    """Checks that the model was sharded over every rank and replicates its reward head.
+
+    Raises:
+        ModelError: the architecture has no tensor-parallel plan for this many ranks.
+    """
     world = dist.get_world_size()
-    config = load_config(name, revision=revision, trust_remote_code=trust_remote_code)
-    check_shapes(config.get_text_config(), world)
-    head, output_index = resolve_output(name, config, reward_head, output_index)
-    model = from_pretrained(
-        name,
-        config,
-        head,
-        revision=revision,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        distributed_config=DistributedConfig(tp_plan="auto"),
-    )
     if tensor_parallel_size(model) != world:
         raise ModelError(f"{type(model).__name__} has no tensor-parallel plan for {world} ranks")
     replicate_head(model, head)
-    model.eval().requires_grad_(False)
-    log.info("loaded %s tensor-parallel over %d ranks (head %s)", name, world, head)
-    return model, output_index, head
+    log.info("sharded %s tensor-parallel over %d ranks (head %s)", type(model).__name__, world, head)
 
 
 def tensor_parallel_engine(
     model: torch.nn.Module, *, head: str = SEQUENCE_CLASSIFICATION, **kwargs: Any
 ) -> ScoringEngine:
-    """A `ScoringEngine` for a sharded model, uncompiled unless ``compile=True`` is passed.
+    """A `ScoringEngine` for a sharded model whose forwards run in `Lockstep` on every rank;
+    uncompiled unless ``compile=True`` is passed.
 
     ``torch.compile`` falling back to eager on one rank and not on another would desynchronise
     the ranks' collectives, so it is opt-in (and measured by ``bench/tp_bench.py --compile``).
@@ -141,63 +124,68 @@ def tensor_parallel_engine(
             "--fp8 cannot be combined with --tensor-parallel (FP8 layers expect unsharded weights)"
         )
     kwargs.setdefault("compile", False)
-    return ScoringEngine(model, head=head, **kwargs)
+    return ScoringEngine(model, head=head, wrap_forward=Lockstep, **kwargs)
 
 
 class Lockstep:
-    """Runs one engine's forwards on every rank of a tensor-parallel group, in the same order.
+    """A `Forward` that runs each forward on every rank of a tensor-parallel group, in order.
 
-    Rank 0 calls `lead` around its ordinary scoring; every other rank calls `follow`, which
-    returns when rank 0 leaves `lead` (normally or by an exception).
+    Rank 0 scores as usual inside `leading`: each forward is broadcast to the other ranks before
+    it runs here. Every other rank calls `follow`, which runs the broadcast forwards until rank 0
+    leaves `leading` (normally or by an exception).
 
     Args:
-        engine: this rank's engine over its shard of the model.
+        inner: this rank's forward over its shard of the model.
         src: the global rank that drives (reads input, writes output).
     """
 
-    def __init__(self, engine: ScoringEngine, *, src: int = 0) -> None:
-        self.engine = engine
+    def __init__(self, inner: Forward, *, src: int = 0) -> None:
+        self.inner = inner
         self.src = src
+        self._leading = False
+        self._broken = False
 
     def _send(self, message: tuple[str, Any]) -> tuple[str, Any]:
         box = [message]
         dist.broadcast_object_list(box, src=self.src)
         return box[0]
 
+    def _lead(self, kind: str, payload: Any, run: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+        if not self._leading:
+            raise RuntimeError("a tensor-parallel forward on the leading rank runs inside Lockstep.leading()")
+        self._send((kind, payload))
+        try:
+            return run(payload)
+        except torch.OutOfMemoryError as e:
+            self._broken = True
+            raise RuntimeError(
+                f"out of memory in a tensor-parallel forward ({e}); lower --token-budget"
+            ) from e
+        except BaseException:
+            self._broken = True
+            raise
+
+    def packed(self, batch: PackedBatch) -> torch.Tensor:
+        return self._lead(_BATCH, batch, self.inner.packed)
+
+    def long(self, ids: Sequence[int]) -> torch.Tensor:
+        return self._lead(_LONG, list(ids), self.inner.long)
+
     @contextmanager
-    def lead(self) -> Iterator[ScoringEngine]:
-        """Broadcasts every forward of the engine before running it; stops followers on exit.
+    def leading(self) -> Iterator[None]:
+        """Rank 0's scoring runs inside this block; on leaving it the followers stop.
 
         A forward that fails on this rank leaves the others inside a collective, so no stop is
         sent then: the process exits with the error and torchrun ends the job. Running out of
         memory is such a failure here (the engine's split-and-retry would send the followers a
         new batch mid-forward); lower ``--token-budget`` instead.
         """
-        engine = self.engine
-        forward_batch, forward_long = engine.forward_batch, engine._forward_long
-        broken = False
-
-        def run(kind: str, payload: Any, fn: Any) -> torch.Tensor:
-            nonlocal broken
-            self._send((kind, payload))
-            try:
-                return fn(payload)
-            except torch.OutOfMemoryError as e:
-                broken = True
-                raise RuntimeError(
-                    f"out of memory in a tensor-parallel forward ({e}); lower --token-budget"
-                ) from e
-            except BaseException:
-                broken = True
-                raise
-
-        engine.forward_batch = lambda b: run(_BATCH, b, forward_batch)  # type: ignore[method-assign]
-        engine._forward_long = lambda ids: run(_LONG, list(ids), forward_long)  # type: ignore[method-assign]
+        self._leading, self._broken = True, False
         try:
-            yield engine
+            yield
         finally:
-            engine.forward_batch, engine._forward_long = forward_batch, forward_long  # type: ignore[method-assign]
-            if not broken:
+            self._leading = False
+            if not self._broken:
                 self._send((_STOP, None))
 
     def follow(self) -> int:
@@ -208,7 +196,7 @@ class Lockstep:
             if kind == _STOP:
                 return n
             if kind == _BATCH:
-                self.engine.forward_batch(payload)
+                self.inner.packed(payload)
             else:
-                self.engine._forward_long(payload)
+                self.inner.long(payload)
             n += 1

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rewardkit.cli import Command, add_model_args, command, load_reward_model
 from rewardkit.errors import RewardkitError
+from rewardkit.options import add_model_args, model_options, progress_bar
 
 log = logging.getLogger(__name__)
 
 BENCH_NAMES = ("rm-bench", "judgebench", "helpsteer3", "rewardbench")
 
 
-@command("eval", "evaluate a reward model on RM-Bench, JudgeBench, HelpSteer3 or RewardBench")
-def _eval(p: argparse.ArgumentParser) -> Command:
+EVAL_HELP = "evaluate a reward model on RM-Bench, JudgeBench, HelpSteer3 or RewardBench"
+REPORT_HELP = "put several evaluation runs side by side (markdown; optionally a PNG)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP)
     p.add_argument("bench", choices=BENCH_NAMES)
     p.add_argument("--data", default=None, help="local copy (file or directory; hub or original layout)")
     p.add_argument("--scores", default=None, help="compute the metrics from this score file (no model)")
@@ -41,15 +45,20 @@ def _eval(p: argparse.ArgumentParser) -> Command:
     p.add_argument("--no-plots", action="store_true", help="no PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p)
+    p.set_defaults(run=run_eval)
+    r = sub.add_parser("report", help=REPORT_HELP, description=REPORT_HELP)
+    r.add_argument("runs", nargs="+", help="run directories written by rewardkit eval -o")
+    r.add_argument("--png", default=None, help="also write a combined bar chart here")
+    r.add_argument("-o", "--output", default=None, help="write the markdown here instead of stdout")
+    r.set_defaults(run=run_report)
 
-    def run(args: argparse.Namespace) -> int:
-        if args.model is not None and args.scores is not None:
-            raise RewardkitError("give either --model (score the benchmark) or --scores FILE (recompute)")
-        if args.scores is not None and args.data is not None:
-            raise RewardkitError("--data is not used with --scores: the score file holds everything needed")
-        return _eval_scores(args) if args.scores else _eval_model(args)
 
-    return run
+def run_eval(args: argparse.Namespace) -> int:
+    if args.model is not None and args.scores is not None:
+        raise RewardkitError("give either --model (score the benchmark) or --scores FILE (recompute)")
+    if args.scores is not None and args.data is not None:
+        raise RewardkitError("--data is not used with --scores: the score file holds everything needed")
+    return _eval_scores(args) if args.scores else _eval_model(args)
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -60,94 +69,40 @@ def _options(args: argparse.Namespace) -> Any:
     )
 
 
-def _options_dict(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "difficulty_agg": args.difficulty_agg,
-        "split": args.split,
-        "limit": args.limit,
-        "on_error": args.on_error,
-    }
-
-
 def _eval_model(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from rewardkit.eval.report import render_markdown
+    from rewardkit.eval.run import evaluate, get_benchmark
 
-    from rewardkit.eval.report import make_report, render_markdown
-    from rewardkit.eval.run import get_benchmark, score_items, write_scores
-
-    t0 = time.perf_counter()
     opts = _options(args)
     bench = get_benchmark(args.bench)
-    out_dir = Path(args.output_dir or f"eval-{args.bench}")
-    loaded = bench.load(args.data, opts)
+    loaded = bench.load(args.data, opts)  # before the (slow) model load
     if not loaded.items:
         raise RewardkitError(f"{loaded.source}: no {bench.name} items")
     print(f"rewardkit eval {bench.name}: {len(loaded.items)} items from {loaded.source}", file=sys.stderr)
-    rm = load_reward_model(args)
+    rm = model_options(args).load()
     bar: Any = None
 
     def on_start(total: int) -> None:
         nonlocal bar
-        bar = tqdm(total=total, unit="conv", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
-
-    def progress(n: int, tokens: int) -> None:
-        bar.update(n)
+        bar = progress_bar(total, disable=args.no_progress)
 
     try:
-        scored = score_items(
-            rm, bench, loaded.items, on_error=opts.on_error, progress=progress, on_start=on_start
+        run = evaluate(
+            rm,
+            bench,
+            loaded,
+            args.output_dir or f"eval-{args.bench}",
+            options=opts,
+            label=args.label,
+            plots=not args.no_plots,
+            on_start=on_start,
+            progress=lambda n, _tokens: bar.update(n),
         )
     finally:
         if bar is not None:
             bar.close()
-    spec = rm.spec.to_dict()
-    label = args.label or Path(spec["model"].rstrip("/")).name
-    scores_path = write_scores(
-        out_dir / "scores.jsonl",
-        scored.rows,
-        {
-            "bench": bench.name,
-            "spec": spec,
-            "data": loaded.source,
-            "options": _options_dict(args),
-            "label": label,
-        },
-    )
-    if scored.skipped:
-        from rewardkit.data.io import JsonlWriter
-
-        with JsonlWriter(out_dir / "skipped.jsonl", {"bench": bench.name}, overwrite=True) as w:
-            w.write(scored.skipped)
-    result = bench.metrics(scored.rows, opts)
-    if scored.skipped:
-        result.warnings.append(
-            f"{len(scored.skipped)} item(s) could not be scored and are NOT in the metrics "
-            f"(listed in {out_dir / 'skipped.jsonl'})"
-        )
-    report = make_report(
-        result=result,
-        title=bench.title,
-        label=label,
-        spec=spec,
-        data={
-            "source": loaded.source,
-            "layout": loaded.layout,
-            "items": len(loaded.items),
-            "limit": args.limit,
-        },
-        options=_options_dict(args),
-        scoring={
-            "conversations": scored.conversations,
-            "tokens": scored.tokens,
-            "truncated_items": scored.truncated_items,
-            "truncated_conversations": scored.truncated_conversations,
-            "skipped_items": len(scored.skipped),
-        },
-        scores_file=str(scores_path),
-        wall_s=time.perf_counter() - t0,
-    )
-    _finish(out_dir, report, plots=not args.no_plots)
-    print(render_markdown(report), end="")
+    print(f"wrote {', '.join(str(p) for p in run.files)}", file=sys.stderr)
+    print(render_markdown(run.report), end="")
     return 0
 
 
@@ -174,7 +129,7 @@ def _eval_scores(args: argparse.Namespace) -> int:
             "items": len(rows),
             "limit": args.limit,
         },
-        options=_options_dict(args),
+        options=asdict(opts),
         scoring=None,
         scores_file=str(args.scores),
     )
@@ -196,28 +151,20 @@ def _finish(out_dir: Path, report: dict[str, Any], *, plots: bool) -> None:
     print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
 
 
-@command("report", "put several evaluation runs side by side (markdown; optionally a PNG)")
-def _report(p: argparse.ArgumentParser) -> Command:
-    p.add_argument("runs", nargs="+", help="run directories written by rewardkit eval -o")
-    p.add_argument("--png", default=None, help="also write a combined bar chart here")
-    p.add_argument("-o", "--output", default=None, help="write the markdown here instead of stdout")
+def run_report(args: argparse.Namespace) -> int:
+    from rewardkit.eval.report import compare_markdown, load_report, plot_compare
 
-    def run(args: argparse.Namespace) -> int:
-        from rewardkit.eval.report import compare_markdown, load_report, plot_compare
-
-        reports = [load_report(d) for d in args.runs]
-        # Two runs of one benchmark with the same label are told apart by their directories.
-        keys = [(r["bench"], r["label"]) for r in reports]
-        for r, d in zip(reports, args.runs, strict=True):
-            if keys.count((r["bench"], r["label"])) > 1:
-                r["label"] = f"{r['label']} ({Path(d).name})"
-        text = compare_markdown(reports)
-        if args.output:
-            Path(args.output).write_text(text, encoding="utf-8")
-        else:
-            print(text, end="")
-        if args.png:
-            print(f"wrote {plot_compare(reports, Path(args.png))}", file=sys.stderr)
-        return 0
-
-    return run
+    reports = [load_report(d) for d in args.runs]
+    # Two runs of one benchmark with the same label are told apart by their directories.
+    keys = [(r["bench"], r["label"]) for r in reports]
+    for r, d in zip(reports, args.runs, strict=True):
+        if keys.count((r["bench"], r["label"])) > 1:
+            r["label"] = f"{r['label']} ({Path(d).name})"
+    text = compare_markdown(reports)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    if args.png:
+        print(f"wrote {plot_compare(reports, Path(args.png))}", file=sys.stderr)
+    return 0

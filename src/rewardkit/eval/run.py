@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewardkit.data.io import JsonlWriter, iter_raw
 from rewardkit.engine.engine import ProgressFn
 from rewardkit.errors import InputError, RewardkitError
-from rewardkit.eval.base import Benchmark, Item, OnError
+from rewardkit.eval.base import Benchmark, EvalOptions, Item, Loaded, OnError
 from rewardkit.eval.helpsteer3 import HelpSteer3
 from rewardkit.eval.judgebench import JudgeBench
 from rewardkit.eval.rewardbench import RewardBench
 from rewardkit.eval.rmbench import RMBench
 from rewardkit.models.templating import Encoded
+from rewardkit.nested import flatten, split
 
 if TYPE_CHECKING:
     from rewardkit.api import RewardModel
@@ -80,12 +82,8 @@ def score_items(
         RewardkitError: some item cannot be scored and ``on_error`` is ``raise``; lists them.
     """
     # 1. Tokenize everything at once; over-long conversations come back as InputErrors.
-    encoded = rm.encode([c for it in items for c in it.conversations])
-    per_item: list[list[Encoded | InputError]] = []
-    pos = 0
-    for it in items:
-        per_item.append(encoded[pos : pos + len(it.conversations)])
-        pos += len(it.conversations)
+    flat_convs, sizes = flatten(it.conversations for it in items)
+    per_item: list[list[Encoded | InputError]] = split(rm.encode(flat_convs), sizes)
     # 2. Set aside the items that cannot be scored.
     good: list[tuple[Item, list[Encoded]]] = []
     skipped: list[dict[str, Any]] = []
@@ -112,15 +110,13 @@ def score_items(
         )
     # 3. One scoring call for all conversations; each item's responses share their prompt, which
     # is computed once (RM-Bench: 6 responses per prompt; pairs: 2).
-    flat = [e for _, encs in good for e in encs]
+    flat, sizes = flatten(encs for _, encs in good)
     if on_start is not None:
         on_start(len(flat))
-    scored = rm.score_encoded(flat, group_sizes=[len(encs) for _, encs in good], progress=progress)
-    rows, j = [], 0
+    scored = rm.score_encoded(flat, group_sizes=sizes, progress=progress)
+    rows = []
     trunc_items = 0
-    for it, encs in good:
-        mine = scored[j : j + len(encs)]
-        j += len(encs)
+    for (it, _), mine in zip(good, split(scored, sizes), strict=True):
         rows.append(bench.row(it, [s.reward for s in mine]))
         trunc_items += any(s.truncated_tokens > 0 for s in mine)
     return ScoredItems(
@@ -131,6 +127,94 @@ def score_items(
         truncated_conversations=sum(s.truncated_tokens > 0 for s in scored),
         skipped=skipped,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRun:
+    """An evaluation's report (see `rewardkit.eval.report.make_report`) and the files written."""
+
+    report: dict[str, Any]
+    files: list[Path]
+
+
+def evaluate(
+    rm: RewardModel,
+    bench: Benchmark,
+    loaded: Loaded,
+    output_dir: str | Path,
+    *,
+    options: EvalOptions | None = None,
+    label: str | None = None,
+    plots: bool = True,
+    progress: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> EvalRun:
+    """Scores a benchmark's items with ``rm`` and writes the run directory.
+
+    ``output_dir`` receives ``scores.jsonl`` (one row per item, with a ``.meta.json`` sidecar that
+    lets ``rewardkit eval --scores`` recompute the metrics), ``skipped.jsonl`` when items could
+    not be scored, and the report (``report.json``, ``report.md``, PNG plots).
+
+    Args:
+        bench: from `get_benchmark`; ``loaded``: its items (``bench.load(data, options)``).
+        options: the evaluation's options (default `EvalOptions()`).
+        label: row name in the tables (default: the model's name).
+        progress / on_start: see `score_items`.
+
+    Raises:
+        RewardkitError: no items, or items that cannot be scored under ``options.on_error="raise"``.
+    """
+    from rewardkit.eval.report import make_report, write_report
+
+    t0 = time.perf_counter()
+    opts = options or EvalOptions()
+    out_dir = Path(output_dir)
+    if not loaded.items:
+        raise RewardkitError(f"{loaded.source}: no {bench.name} items")
+    scored = score_items(
+        rm, bench, loaded.items, on_error=opts.on_error, progress=progress, on_start=on_start
+    )
+    spec = rm.spec.to_dict()
+    label = label or Path(spec["model"].rstrip("/")).name
+    scores_path = write_scores(
+        out_dir / "scores.jsonl",
+        scored.rows,
+        {"bench": bench.name, "spec": spec, "data": loaded.source, "options": asdict(opts), "label": label},
+    )
+    if scored.skipped:
+        with JsonlWriter(out_dir / "skipped.jsonl", {"bench": bench.name}, overwrite=True) as w:
+            w.write(scored.skipped)
+    result = bench.metrics(scored.rows, opts)
+    if scored.skipped:
+        result.warnings.append(
+            f"{len(scored.skipped)} item(s) could not be scored and are NOT in the metrics "
+            f"(listed in {out_dir / 'skipped.jsonl'})"
+        )
+    report = make_report(
+        result=result,
+        title=bench.title,
+        label=label,
+        spec=spec,
+        data={
+            "source": loaded.source,
+            "layout": loaded.layout,
+            "items": len(loaded.items),
+            "limit": opts.limit,
+        },
+        options=asdict(opts),
+        scoring={
+            "conversations": scored.conversations,
+            "tokens": scored.tokens,
+            "truncated_items": scored.truncated_items,
+            "truncated_conversations": scored.truncated_conversations,
+            "skipped_items": len(scored.skipped),
+        },
+        scores_file=str(scores_path),
+        wall_s=time.perf_counter() - t0,
+    )
+    for w in report["warnings"]:
+        log.warning("%s", w)
+    return EvalRun(report=report, files=write_report(out_dir, report, plots=plots))
 
 
 def write_scores(path: str | Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> Path:

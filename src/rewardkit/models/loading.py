@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -90,18 +92,6 @@ class ScoringSpec:
 
 def template_hash(template: str) -> str:
     return hashlib.sha256(template.encode("utf-8")).hexdigest()[:16]
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"--device: {e}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    return dev
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
@@ -231,7 +221,7 @@ def resolve_reward_head(name: str, config: PretrainedConfig, reward_head: str | 
     return head
 
 
-def load_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+def load_hf_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     try:
         return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -309,6 +299,7 @@ def load_model(
     trust_remote_code: bool = False,
     output_index: int | None = None,
     reward_head: str | None = None,
+    tensor_parallel: bool = False,
 ) -> tuple[torch.nn.Module, int, str]:
     """Loads the reward model from safetensors; returns (model, output index, reward head).
 
@@ -317,16 +308,43 @@ def load_model(
     ``lm-logit:TOKEN_ID`` head, given as ``reward_head`` or declared in its config (see
     `resolve_reward_head`).
 
+    With ``tensor_parallel``, every rank of the joined process group loads its shard (transformers'
+    ``tp_plan="auto"``, weights read from safetensors straight into each rank's shard on
+    ``device``); see `rewardkit.engine.tensor_parallel`.
+
     Raises:
         ModelError: no safetensors weights, a head the checkpoint lacks, or a head with several
             outputs and no ``output_index``.
+        ConfigError: tensor parallel outside a process group, or shapes that do not split over it.
     """
-    config = load_config(name, revision=revision, trust_remote_code=trust_remote_code)
+    config = load_hf_config(name, revision=revision, trust_remote_code=trust_remote_code)
     head, output_index = resolve_output(name, config, reward_head, output_index)
+    extra: dict[str, Any] = {}
+    if tensor_parallel:
+        from rewardkit.engine.tensor_parallel import sharding_options
+
+        extra = sharding_options(config)
     model = from_pretrained(
-        name, config, head, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code
+        name, config, head, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, **extra
     )
-    model.to(device).eval()
-    model.requires_grad_(False)
+    if tensor_parallel:
+        from rewardkit.engine.tensor_parallel import finish_sharded
+
+        finish_sharded(model, head)
+    else:
+        model.to(device)
+    model.eval().requires_grad_(False)
     log.info("loaded %s (%s, %s, head %s)", name, device, dtype_name(dtype), head)
     return model, output_index, head
+
+
+@contextmanager
+def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
+    """Temporarily switches the attention function HF modeling code dispatches to."""
+    config = model.config
+    old = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = old

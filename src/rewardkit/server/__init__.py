@@ -6,8 +6,7 @@ FastAPI, uvicorn or torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rewardkit._lazy import lazy_exports
 
 _EXPORTS = {
     "BackgroundServer": "rewardkit.server.runner",
@@ -20,7 +19,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rewardkit.server' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

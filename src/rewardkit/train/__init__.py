@@ -10,8 +10,7 @@ Names load lazily, so registering ``rewardkit train`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rewardkit._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "rewardkit.train.config",
@@ -26,7 +25,4 @@ _EXPORTS = {
 __all__ = ["TrainConfig", "Trainer", "bt", "load_config", "margin_bt", "pair_losses", "scaled_bt", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rewardkit.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

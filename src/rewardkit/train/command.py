@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Any
 
-from rewardkit.cli import Command, command
+HELP = "train a Bradley-Terry reward model on preference pairs (torchrun for several GPUs)"
 
 
-@command("train", "train a Bradley-Terry reward model on preference pairs (torchrun for several GPUs)")
-def _train(p: argparse.ArgumentParser) -> Command:
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help=HELP, description=HELP)
     p.add_argument("--config", "-c", help="YAML file of training options (flags and --set override it)")
     p.add_argument(
         "--model", "-m", help="HF id or directory: a causal LM (a head is added) or a reward model"
@@ -47,25 +46,26 @@ def _train(p: argparse.ArgumentParser) -> Command:
         help="set any option (repeatable), e.g. --set warmup_steps=20 --set eval_every=25",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
 
-    def run(args: argparse.Namespace) -> int:
-        from rewardkit.train.config import CLI_FLAGS, load_config
-        from rewardkit.train.trainer import train
 
-        if int(os.environ.get("RANK", "0")) != 0:  # one copy of the log, from rank 0
-            logging.getLogger("rewardkit").setLevel(logging.WARNING)
-        flags = {k: getattr(args, k) for k in CLI_FLAGS}
-        cfg = load_config(args.config, flags=flags, sets=args.sets)
-        bar = _Progress(disabled=args.no_progress)
-        try:
-            out = train(cfg, on_start=bar.start, on_log=bar.log)
-        finally:
-            bar.close()
-        if bar.started:  # rank 0 only
-            print(f"rewardkit train: wrote {out}", file=sys.stderr)
-        return 0
+def run(args: argparse.Namespace) -> int:
+    from rewardkit.distributed import is_main_process
+    from rewardkit.train.config import CLI_FLAGS, load_config
+    from rewardkit.train.trainer import train
 
-    return run
+    if not is_main_process():  # one copy of the log, from rank 0
+        logging.getLogger("rewardkit").setLevel(logging.WARNING)
+    flags = {k: getattr(args, k) for k in CLI_FLAGS}
+    cfg = load_config(args.config, flags=flags, sets=args.sets)
+    bar = _Progress(disabled=args.no_progress)
+    try:
+        out = train(cfg, on_start=bar.start, on_log=bar.log)
+    finally:
+        bar.close()
+    if bar.started:  # rank 0 only
+        print(f"rewardkit train: wrote {out}", file=sys.stderr)
+    return 0
 
 
 class _Progress:

@@ -1,10 +1,9 @@
-"""Process group set-up and FSDP2 sharding of a ``*ForSequenceClassification`` reward model."""
+"""FSDP2 sharding of a ``*ForSequenceClassification`` reward model for training (the process
+group itself is joined through `rewardkit.distributed`)."""
 
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -14,60 +13,9 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from rewardkit.engine.batching import PackedBatch
 from rewardkit.engine.engine import packed_rewards
-from rewardkit.engine.parallel import destroy_process_group
-from rewardkit.errors import ConfigError, ModelError
+from rewardkit.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DistEnv:
-    """Where this process sits: rank, world size, its device, and whether we own the group."""
-
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-    owns_group: bool
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> DistEnv:
-    """Joins the process group torchrun describes (``RANK``/``WORLD_SIZE``/``MASTER_ADDR``), or makes
-    a one-process group when started without torchrun. NCCL on CUDA, gloo on CPU.
-
-    An already initialised group (e.g. the caller's) is used as it is and left open on exit.
-    """
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device (--device) {device}: CUDA is not available on this machine")
-        dev = torch.device("cuda", local_rank if device == "cuda" else torch.device(device).index or 0)
-        torch.cuda.set_device(dev)
-    elif device == "cpu":
-        dev = torch.device("cpu")
-    else:
-        raise ConfigError(f"device (--device): expected auto, cpu or cuda, got {device!r}")
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    owns = not dist.is_initialized()
-    if owns:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            dist.init_process_group(backend, device_id=dev if dev.type == "cuda" else None)
-        else:  # plain `rewardkit train`: a world of one, no rendezvous needed
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    return DistEnv(
-        rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, device=dev, owns_group=owns
-    )
-
-
-def close_distributed(env: DistEnv) -> None:
-    if env.owns_group:
-        destroy_process_group()
 
 
 class PairRewards(nn.Module):
@@ -139,11 +87,3 @@ def broadcast_buffers(module: nn.Module) -> None:
     """Copies rank 0's buffers (e.g. rotary ``inv_freq``, not in any state dict) to every rank."""
     for buf in module.buffers():
         dist.broadcast(buf, src=0)
-
-
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sums a few numbers over ranks in one collective (one host sync)."""
-    t = torch.as_tensor(values, dtype=torch.float64, device=device)
-    if dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()

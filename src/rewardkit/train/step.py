@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rewardkit.distributed import all_reduce_sum
 from rewardkit.train.data import MicroBatch, TokenPairs, collate, plan_micro_batches
-from rewardkit.train.distributed import all_reduce_sum
 from rewardkit.train.loss import LossName, pair_losses
 from rewardkit.train.metrics import FlopCounter
 

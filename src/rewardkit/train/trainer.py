@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from rewardkit.data.conversation import PreferencePair
+from rewardkit.distributed import ProcessGroup, join, leave
 from rewardkit.errors import ConfigError, RewardkitError
 from rewardkit.models.loading import default_max_length, load_tokenizer
 from rewardkit.models.templating import ChatTokenizer
@@ -36,14 +37,7 @@ from rewardkit.train.data import (
     steps_per_epoch,
     tokenize_pairs,
 )
-from rewardkit.train.distributed import (
-    DistEnv,
-    PairRewards,
-    broadcast_buffers,
-    close_distributed,
-    init_distributed,
-    shard_model,
-)
+from rewardkit.train.distributed import PairRewards, broadcast_buffers, shard_model
 from rewardkit.train.lora import LoraSettings, apply_lora, flop_params, trainable_parameters
 from rewardkit.train.metrics import FlopCounter, MetricsWriter, peak_tflops, tensorboard_enabled
 from rewardkit.train.modeling import (
@@ -81,7 +75,7 @@ class Trainer:
         self.cfg = config
         self.on_start = on_start
         self.on_log = on_log
-        self.env: DistEnv | None = None
+        self.env: ProcessGroup | None = None
         self.writer: MetricsWriter | None = None
         self.step = 0
 
@@ -90,7 +84,7 @@ class Trainer:
     def setup(self) -> None:
         """Process group, tokenizer, data, sharded model, optimizer; restores a checkpoint."""
         cfg = self.cfg
-        self.env = env = init_distributed(cfg.device)
+        self.env = env = join(cfg.device)
         self.tensorboard = tensorboard_enabled(cfg.tensorboard) and env.is_main
         torch.manual_seed(cfg.seed + env.rank)
         cuda = env.device.type == "cuda"
@@ -141,7 +135,7 @@ class Trainer:
 
         # 3. Model: rank 0 reads the weights, the others build on the meta device and receive
         #    only their shards.
-        materialize = env.is_main or env.world == 1
+        materialize = env.is_main or env.world_size == 1
         model = load_reward_model(src, model_config, materialize=materialize, seed=cfg.seed)
         self.lora = self._lora_settings()
         if self.lora is not None:  # before sharding, so that FSDP2 sees frozen and trainable weights
@@ -154,9 +148,9 @@ class Trainer:
             enable_activation_checkpointing(model)
         self.model = model
         self.root = PairRewards(model)
-        full = self.root.state_dict() if env.world > 1 and env.is_main else None
+        full = self.root.state_dict() if env.world_size > 1 and env.is_main else None
         shard_model(self.root, model, device=env.device, param_dtype=torch.bfloat16 if self.bf16 else None)
-        if env.world > 1:
+        if env.world_size > 1:
             if not env.is_main:
                 self.root.to_empty(device=env.device)
             ckpt.load_full_weights(self.root, full)
@@ -178,7 +172,7 @@ class Trainer:
             self.scheduler,
             device=env.device,
             rank=env.rank,
-            world=env.world,
+            world=env.world_size,
             loss_name=self.loss_name,
             reward_centering=cfg.reward_centering,
             token_budget=cfg.micro_batch_tokens,
@@ -212,7 +206,7 @@ class Trainer:
             self.total_steps,
             cfg.global_batch_size,
             self.loss_name,
-            env.world,
+            env.world_size,
             env.device.type,
             "bf16 mixed precision" if self.bf16 else "fp32",
         )
@@ -318,10 +312,10 @@ class Trainer:
             "pairs": s.pairs,
             "tokens": s.tokens,
             "seconds": s.seconds,
-            "tokens_per_s_per_gpu": s.tokens / s.seconds / env.world,
+            "tokens_per_s_per_gpu": s.tokens / s.seconds / env.world_size,
         }
         if self.peak is not None:
-            row["mfu"] = s.flops / s.seconds / env.world / (self.peak * 1e12)
+            row["mfu"] = s.flops / s.seconds / env.world_size / (self.peak * 1e12)
         return row
 
     def evaluate(self) -> dict[str, float]:
@@ -379,10 +373,10 @@ class Trainer:
             self.writer = None
         if self.env is not None:
             # Sharded parameters and optimizer state go before the process group (see
-            # `rewardkit.engine.parallel.destroy_process_group`).
+            # `rewardkit.distributed.leave`).
             for name in ("stepper", "scheduler", "optimizer", "root", "model"):
                 self.__dict__.pop(name, None)
-            close_distributed(self.env)
+            leave(self.env)
             self.env = None
 
 

@@ -9,13 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rewardkit.api import RewardModel, Scored, sigmoid
-from rewardkit.data.conversation import Conversation, PreferencePair
+from rewardkit.api import RewardModel
 from rewardkit.data.formats import Record
-from rewardkit.data.io import STDIO, JsonlWriter, file_digest, read_records, source_name
-from rewardkit.engine.parallel import merge_parts, part_path, shard_bounds
+from rewardkit.data.io import (
+    STDIO,
+    JsonlWriter,
+    count_rows,
+    file_digest,
+    merge_parts,
+    meta_path,
+    part_path,
+    read_records,
+    source_name,
+)
 from rewardkit.errors import InputError, RewardkitError
 from rewardkit.models.templating import Encoded
+from rewardkit.nested import flatten, split
+from rewardkit.scoring.rows import output_row, record_conversations
 
 log = logging.getLogger(__name__)
 
@@ -45,32 +55,6 @@ class ScoreSummary:
     tokens: int
 
 
-def record_conversations(rec: Record) -> tuple[Conversation, ...]:
-    return rec.conversations() if isinstance(rec, PreferencePair) else (rec,)
-
-
-def output_row(rec: Record, line: int, scored: Sequence[Scored]) -> dict[str, Any]:
-    """One output row: the record's id (or line number) and its reward(s)."""
-    row: dict[str, Any] = {"id": rec.id if rec.id is not None else line}
-    if isinstance(rec, Conversation):
-        (s,) = scored
-        row["reward"] = s.reward
-        row.update(
-            num_tokens=s.num_tokens, truncated_tokens=s.truncated_tokens, truncated_turns=s.truncated_turns
-        )
-        return row
-    a, b = scored
-    n1, n2 = rec.names
-    row[f"reward_{n1}"], row[f"reward_{n2}"] = a.reward, b.reward
-    row["p_first_better"] = sigmoid(a.reward - b.reward)
-    row.update(
-        num_tokens=[a.num_tokens, b.num_tokens],
-        truncated_tokens=[a.truncated_tokens, b.truncated_tokens],
-        truncated_turns=[a.truncated_turns, b.truncated_turns],
-    )
-    return row
-
-
 def _error_row(e: InputError) -> dict[str, Any]:
     return {"source": e.source, "line": e.line, "field": e.field, "error": e.message}
 
@@ -98,14 +82,10 @@ def _prepare(
     src = source_name(input_path)
     loaded = read_records(input_path)
     items = loaded.records
-    convs = [c for _, rec in items for c in record_conversations(rec)]
-    encoded = rm.chat.encode(convs)
+    flat, sizes = flatten(record_conversations(rec) for _, rec in items)
     errors = list(loaded.errors)
     good: list[tuple[int, Record, list[Encoded]]] = []
-    pos = 0
-    for line, rec in items:
-        k = 1 if isinstance(rec, Conversation) else 2
-        encs, pos = encoded[pos : pos + k], pos + k
+    for (line, rec), encs in zip(items, split(rm.encode(flat), sizes), strict=True):
         bad = [e for e in encs if isinstance(e, InputError)]
         if bad:
             errors.append(bad[0].locate(source=src, line=line))
@@ -165,13 +145,12 @@ def _score_into(
     tokens = 0
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
-        flat = [e for _, _, encs in chunk for e in encs]
-        sizes = [len(encs) for _, _, encs in chunk]  # a pair's two responses share a prompt
+        flat, sizes = flatten(encs for _, _, encs in chunk)  # a pair's two responses share a prompt
         scored = rm.score_encoded(flat, group_sizes=sizes, progress=progress)
-        rows, j = [], 0
-        for line, rec, encs in chunk:
-            rows.append(output_row(rec, line, scored[j : j + len(encs)]))
-            j += len(encs)
+        rows = [
+            output_row(rec, line, mine)
+            for (line, rec, _), mine in zip(chunk, split(scored, sizes), strict=True)
+        ]
         writer.write(rows)
         tokens += sum(len(e.ids) for e in flat)
     return len(todo), tokens
@@ -213,14 +192,15 @@ def _finished(output: Path, meta: dict[str, Any], rows: int) -> bool:
         RewardkitError: ``output`` exists but is another run's, or partial (resume it in the
             mode that wrote it, or pass --overwrite).
     """
-    meta_path = output.with_name(output.name + ".meta.json")
+    sidecar = meta_path(output)
     if not output.exists():
         return False
-    if meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")) == meta:
-        with open(output, "rb") as f:
-            done = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        if done == rows:
-            return True
+    if (
+        sidecar.exists()
+        and json.loads(sidecar.read_text(encoding="utf-8")) == meta
+        and count_rows(output) == rows
+    ):
+        return True
     raise RewardkitError(
         f"{output} exists but is not the complete output of these settings; "
         "pass --overwrite or choose another -o"
@@ -257,7 +237,7 @@ def score_file_sharded(
     Args:
         rank: this process's rank; rank 0 writes the error list and merges.
         world_size: number of ranks sharing the input.
-        barrier: waits for every rank (`rewardkit.engine.parallel.barrier` under torchrun).
+        barrier: waits for every rank (`rewardkit.distributed.barrier` under torchrun).
             Without it only the part is written; call `merge_score_parts` when all are done.
 
     Raises:
@@ -298,7 +278,12 @@ def score_file_sharded(
 def merge_score_parts(output_path: str | Path, world_size: int, meta: dict[str, Any], *, rows: int) -> None:
     """Merges the ``world_size`` part files of ``output_path`` into it, in input order."""
     parts = [part_path(output_path, r, world_size) for r in range(world_size)]
-    missing = [str(p) for p in parts if not p.exists()]
-    if missing:
-        raise RewardkitError(f"cannot merge {output_path}: missing part file(s) {', '.join(missing)}")
-    merge_parts(output_path, parts, json.dumps(meta, indent=1, sort_keys=True), expected_rows=rows)
+    merge_parts(output_path, parts, meta, expected_rows=rows)
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[lo, hi)``: the contiguous block of ``n`` items that ``rank`` of ``world_size`` takes.
+
+    Block sizes differ by at most one; concatenating the blocks in rank order gives ``0..n``.
+    """
+    return n * rank // world_size, n * (rank + 1) // world_size
