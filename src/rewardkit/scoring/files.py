@@ -23,6 +23,7 @@ from rewardkit.data.io import (
     source_name,
 )
 from rewardkit.errors import InputError, RewardkitError
+from rewardkit.models.loading import ScoringSpec
 from rewardkit.models.templating import Encoded
 from rewardkit.nested import flatten, split
 from rewardkit.scoring.rows import output_row, record_conversations
@@ -57,6 +58,20 @@ class ScoreSummary:
 
 def _error_row(e: InputError) -> dict[str, Any]:
     return {"source": e.source, "line": e.line, "field": e.field, "error": e.message}
+
+
+def output_meta(spec: ScoringSpec, input_path: str | Path, *, on_error: OnError) -> dict[str, Any]:
+    """What an output's ``.meta.json`` records: the scoring spec and the input (name and sha256).
+
+    A run resumes an output only when this is equal; every way of scoring a file writes it.
+    """
+    return {
+        "spec": spec.to_dict(),
+        "input": source_name(input_path),
+        "input_sha256": file_digest(input_path),
+        "on_error": on_error,
+        "rewardkit_output": 1,
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,14 +132,7 @@ def _prepare(
             f"{output_path} exists and the input is stdin, which cannot be checked for resuming; "
             "pass --overwrite or read the input from a file"
         )
-    meta = {
-        "spec": rm.spec.to_dict(),
-        "input": src,
-        "input_sha256": file_digest(input_path),
-        "on_error": on_error,
-        "rewardkit_output": 1,
-    }
-    return _Prepared(good=good, errors=errors, meta=meta)
+    return _Prepared(good=good, errors=errors, meta=output_meta(rm.spec, input_path, on_error=on_error))
 
 
 def _score_into(
