@@ -189,10 +189,12 @@ def test_resume_after_kill(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.
     assert _score(*args) == 0 and _rows(out) == rows
     # Different settings are refused and leave the output as it was.
     assert _score(*args, "--max-length", "4000") == 2
-    assert "was written with different settings (spec)" in capsys.readouterr().err
+    assert "spec.max_length: 4096 in the output, 4000 now" in capsys.readouterr().err
     _write_jsonl(src, RAGGED[:4])
     assert _score(*args) == 2
-    assert "different settings (input_sha256)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was written with different settings, so it cannot be resumed" in err
+    assert "input_sha256: '" in err and "' in the output, '" in err
     assert _rows(out) == rows
     # --overwrite starts afresh.
     _write_jsonl(src, RAGGED)

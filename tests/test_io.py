@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rewardkit.data.conversation import Conversation, PreferencePair
-from rewardkit.data.io import JsonlWriter, file_digest, iter_raw, read_records
+from rewardkit.data.io import file_digest, iter_raw, read_records
+from rewardkit.data.outputs import JsonlWriter
 from rewardkit.errors import RewardkitError
 
 U = {"role": "user", "content": "What is 1+1?"}
@@ -87,7 +88,6 @@ def test_missing_input_file(tmp_path: Path, name: str) -> None:
     [
         ("x.parquet", b"not parquet", "as Parquet"),
         ("x.jsonl.gz", b"not gzip", "Not a gzipped file"),
-        ("x.jsonl", b'{"messages": []}\n\xff\xfe\n', "codec can't decode"),
     ],
 )
 def test_unreadable_input_is_a_user_error(tmp_path: Path, name: str, data: bytes, words: str) -> None:
@@ -96,6 +96,16 @@ def test_unreadable_input_is_a_user_error(tmp_path: Path, name: str, data: bytes
     with pytest.raises(RewardkitError, match=words) as info:
         read_records(path)
     assert str(path) in str(info.value)
+
+
+def test_a_line_that_is_not_utf8_is_an_error_of_that_record(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    good = b'{"prompt": "Hi", "response": "Hello"}\n'
+    path.write_bytes(good + b'{"prompt": "\xff\xfe", "response": "x"}\n' + good)
+    loaded = read_records(path)
+    assert [n for n, _ in loaded.records] == [1, 3]
+    (err,) = loaded.errors
+    assert err.describe().startswith(f"{path}:2: not UTF-8")
 
 
 def test_blank_lines_are_counted(tmp_path: Path) -> None:
@@ -138,7 +148,10 @@ def test_writer_refuses_other_settings_and_foreign_files(tmp_path: Path) -> None
     with JsonlWriter(out, META) as w:
         w.write([{"i": 0}])
     other = {**META, "input_sha256": "y"}
-    with pytest.raises(RewardkitError, match=r"different settings \(input_sha256\).*--overwrite"):
+    with pytest.raises(
+        RewardkitError,
+        match=r"different settings.*\n  input_sha256: 'x' in the output, 'y' now\n.*--overwrite",
+    ):
         JsonlWriter(out, other)
     with JsonlWriter(out, other, overwrite=True) as w:
         assert w.done == 0

@@ -1,20 +1,23 @@
-"""Data-parallel scoring: rank shards, merge into input order, per-part resume (gloo, 2 processes)."""
+"""Data-parallel scoring: blocks shared out by tokens as ranks go, merge into input order,
+per-block resume (gloo, 2 processes)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
 
-from rewardkit.api import RewardModel
 from rewardkit.cli import main
-from rewardkit.data.io import part_path
+from rewardkit.data.io import index_blocks, iter_raw
+from rewardkit.data.outputs import block_path, meta_path, parts_dir
 from rewardkit.distributed import LAUNCHED_DEVICES_ENV, launch_local, parse_devices, rank_from_env
 from rewardkit.errors import ConfigError
-from rewardkit.scoring import InvalidInputError, score_file_sharded
-from rewardkit.scoring.files import shard_bounds
+from rewardkit.scoring.jobs import _block_bytes, take_runs
 
 ATOL = 1e-5  # fp32 packed in different batches on each rank; see test_parity.py
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -59,15 +62,55 @@ def _assert_same(got: list[dict], want: list[dict], skip: int = 0) -> None:
                 assert g[k] == v, k
 
 
-def test_shard_bounds_cover_input_in_order() -> None:
-    assert [shard_bounds(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
-    assert [shard_bounds(1, r, 2) for r in range(2)] == [(0, 0), (0, 1)]
-    for n in range(0, 30):
-        for w in range(1, 6):
-            blocks = [shard_bounds(n, r, w) for r in range(w)]
-            assert [i for lo, hi in blocks for i in range(lo, hi)] == list(range(n))
-            assert max(hi - lo for lo, hi in blocks) - min(hi - lo for lo, hi in blocks) <= 1
-    assert part_path("/d/out.jsonl", 1, 4) == Path("/d/out.jsonl.rank1-of-4")
+@pytest.mark.parametrize("target", [1, 40, 100, 10_000])
+def test_blocks_cover_the_file_in_order(tmp_path: Path, target: int) -> None:
+    lines = [json.dumps(c) for c in _convs(23)]
+    lines[5] = ""  # a blank line still counts
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    blocks = index_blocks(src, target_bytes=target)
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert blocks[0].start == 0 and blocks[-1].end == src.stat().st_size
+    assert all(a.end == b.start for a, b in itertools.pairwise(blocks))
+    by_block = [n for b in blocks for n, _ in iter_raw(src, block=b)]
+    assert by_block == [n for n, _ in iter_raw(src)] == [n for n in range(1, 24) if n != 6]
+    if target == 1:
+        assert len(blocks) == 23  # one line each
+
+
+class _Counter:
+    """`SharedCounter` in one process."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def add(self, key: str, n: int) -> int:
+        self.values[key] = self.values.get(key, 0) + n
+        return self.values[key]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_runs_are_taken_once_and_shrink(seed: int) -> None:
+    """Ranks taking runs in turn (in any interleaving) take every block once; the runs shrink
+    towards the end, so the last ones are small against the whole job."""
+    rng = random.Random(seed)
+    costs = sorted(rng.randint(1, 500) for _ in range(rng.randint(20, 300)))  # short, then long
+    counter = _Counter()
+    ranks = [take_runs(counter, "k", costs, 2, max_cost=10**9) for _ in range(2)]
+    taken: list[range] = []
+    live = list(ranks)
+    while live:
+        r = rng.choice(live)
+        run = next(r, None)
+        if run is None:
+            live.remove(r)
+        else:
+            taken.append(run)
+    assert sorted(i for run in taken for i in run) == list(range(len(costs)))
+    total = sum(costs)
+    sizes = [sum(costs[i] for i in run) for run in taken]
+    assert max(sizes) <= total // 4 + max(costs)
+    assert sizes[-1] <= total // 8 + max(costs)
 
 
 def test_rank_env_and_devices() -> None:
@@ -101,17 +144,6 @@ def test_devices_without_gpus_is_a_clear_error(
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_invalid_records_fail_on_every_rank_before_writing(tmp_path: Path, tiny_rm: RewardModel) -> None:
-    rows = _convs(4)
-    rows[2]["messages"][1]["role"] = "bot"
-    src = _write(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out.jsonl"
-    for rank in (0, 1):  # rank 1's own shard is valid; it still sees rank 0's bad record
-        with pytest.raises(InvalidInputError, match=rf"{src}:3: field 'messages\[1\].role'"):
-            score_file_sharded(tiny_rm, src, out, rank=rank, world_size=2)
-    assert list(tmp_path.iterdir()) == [src]
-
-
 def test_one_rank_job_through_the_cli(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -143,36 +175,69 @@ def test_one_rank_job_through_the_cli(
     _assert_same(_rows(out), want)
 
 
-def test_torchrun_two_ranks_resume_truncated_part(
-    tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel, run_command, torchrun_cmd
+def _short_then_long(n: int) -> list[dict]:
+    """Conversations in file order as real files often are: all the short ones, then the long."""
+    rows = []
+    for i in range(n):
+        words = 3 if i < n // 2 else 60
+        rows.append(
+            {
+                "id": f"c{i}",
+                "messages": [
+                    {"role": "user", "content": f"Question {i}: " + "why " * words},
+                    {"role": "assistant", "content": "Because " + "so " * words},
+                ],
+            }
+        )
+    return rows
+
+
+def test_torchrun_two_ranks_balance_tokens_and_resume_blocks(
+    tmp_path: Path, tiny_model_dir: Path, run_command, torchrun_cmd
 ) -> None:
-    src = _write(tmp_path / "in.jsonl", _convs(9))
+    src = _write(tmp_path / "in.jsonl", _short_then_long(400))
     want = _one_process(src, tmp_path / "one.jsonl", tiny_model_dir)
     out = tmp_path / "out.jsonl"
-    # The parts a killed 2-rank job leaves: rank 0 done (row 0 marked to tell it was kept),
-    # rank 1 killed in the middle of its second row.
-    for rank in (0, 1):
-        score_file_sharded(tiny_rm, src, out, rank=rank, world_size=2)
-    p0, p1 = part_path(out, 0, 2), part_path(out, 1, 2)
-    lines0 = p0.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines1 = p1.read_text(encoding="utf-8").splitlines(keepends=True)
-    assert (len(lines0), len(lines1)) == (4, 5)  # blocks [0, 4) and [4, 9)
-    p0.write_text(json.dumps({**json.loads(lines0[0]), "reward": 999.0}) + "\n" + "".join(lines0[1:]))
-    p1.write_text(lines1[0] + lines1[1][: len(lines1[1]) // 2], encoding="utf-8")
-
-    args = ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir)]
+    args = ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--no-progress"]
     cmd = [*torchrun_cmd(2), "-m", "rewardkit", *args]
-    proc = run_command(cmd, timeout=180)
+    proc = run_command(cmd, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("rewardkit score: model=") == 1  # rank 0 only
-    assert f"resuming: 4 rows already in {out}" in proc.stderr  # rank 0's count
+    _assert_same(_rows(out), want)
+    assert json.loads(meta_path(out).read_text()) == json.loads(meta_path(tmp_path / "one.jsonl").read_text())
+    # Work is shared by tokens: a split by records would give one rank ~95% of them.
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("tokens per rank:")]
+    shares = [int(p) for p in re.findall(r"\((\d+)%\)", line)]
+    assert len(shares) == 2 and max(shares) <= 55, line
+
+    # A job killed half-way leaves some blocks written (each whole); a rerun, with any number of
+    # ranks, scores only the others and keeps what was written.
+    blocks = index_blocks(src, target_bytes=_block_bytes(src, 2))
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    parts_dir(out).mkdir()
+    parts_dir(out).joinpath("meta.json").write_text(meta_path(out).read_text())
+    row = 0
+    for b in blocks:
+        n = sum(1 for _ in iter_raw(src, block=b))
+        if b.index % 2 == 0:
+            block_rows = [
+                json.dumps({**json.loads(lines[row]), "reward": 999.0}) + "\n",
+                *lines[row + 1 : row + n],
+            ]
+            block_path(out, b.index).write_text("".join(block_rows), encoding="utf-8")
+        row += n
+    kept = sum(1 for b in blocks if b.index % 2 == 0 for _ in iter_raw(src, block=b))
+    out.unlink()
+    meta_path(out).unlink()
+    proc = run_command([*torchrun_cmd(2), "-m", "rewardkit", *args], timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming: {kept} rows already in {out}" in proc.stderr
     got = _rows(out)
-    assert got[0]["reward"] == 999.0  # kept, not rescored
-    _assert_same(got, want, skip=1)
-    assert not p0.exists() and not p1.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["in.jsonl", "one.jsonl", "one.jsonl.meta.json", "out.jsonl", "out.jsonl.meta.json"]
-    )
+    marked = [r["id"] for r in got if r["reward"] == 999.0]
+    assert len(marked) == sum(1 for b in blocks if b.index % 2 == 0)  # kept, not rescored
+    _assert_same([r for r in got if r["reward"] != 999.0], [w for w in want if w["id"] not in marked])
+    assert [r["id"] for r in got] == [w["id"] for w in want]
+    assert not parts_dir(out).exists()
 
 
 def test_devices_launcher_pairs(
@@ -196,7 +261,7 @@ def test_devices_launcher_pairs(
     assert [r["id"] for r in got] == [f"p{i}" for i in range(6)]
     _assert_same(got, want)
     assert {"reward_chosen", "reward_rejected", "p_first_better"} <= got[0].keys()
-    assert not part_path(out, 0, 2).exists() and not part_path(out, 1, 2).exists()
+    assert not parts_dir(out).exists()
 
     bad = tmp_path / "bad.jsonl"
     _write(bad, [*pairs, {"id": "x", "chosen": "no prompt"}])

@@ -15,11 +15,13 @@ from rewardkit.data.conversation import Conversation, Message, PreferencePair
 from rewardkit.distributed import resolve_device
 from rewardkit.engine.engine import ProgressFn, ScoringEngine
 from rewardkit.errors import InputError
+from rewardkit.models.fingerprint import weights_fingerprint
 from rewardkit.models.loading import (
     ScoringSpec,
     Truncation,
     default_max_length,
     dtype_name,
+    load_hf_config,
     load_model,
     load_tokenizer,
     model_length_limit,
@@ -76,11 +78,43 @@ class ModelOptions:
     fp8: bool = False
     token_budget: int | None = None
     tensor_parallel: bool = False
+    compile: bool | None = None
 
     def load(self) -> RewardModel:
         """`RewardModel.load` with these options."""
         kwargs = asdict(self)
         return RewardModel.load(kwargs.pop("model"), **kwargs)
+
+
+def load_chat_tokenizer(
+    name: str,
+    *,
+    revision: str | None = None,
+    max_length: int | None = None,
+    truncation: Truncation = "error",
+    chat_template: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> ChatTokenizer:
+    """The checkpoint's tokenizer, chat template and length policy, without its weights (what
+    validating and tokenizing input needs, e.g. while the weights load).
+
+    ``max_length`` defaults to the model's limit (`default_max_length`); a larger one is allowed,
+    with a warning.
+    """
+    tok, _ = load_tokenizer(
+        name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
+    )
+    config = load_hf_config(name, revision=revision, trust_remote_code=trust_remote_code)
+    model_limit = model_length_limit(config, tok)
+    limit = max_length if max_length is not None else default_max_length(config, tok)
+    if model_limit is not None and limit > model_limit:
+        log.warning(
+            "--max-length %d is above the model's limit of %d tokens: longer conversations are "
+            "scored past the positions it was built for",
+            limit,
+            model_limit,
+        )
+    return ChatTokenizer(tok, max_length=limit, truncation=truncation)
 
 
 class RewardModel:
@@ -126,19 +160,26 @@ class RewardModel:
         reward_head: str | None = None,
         fp8: bool = False,
         tensor_parallel: bool = False,
+        compile: bool | None = None,
     ) -> RewardModel:
         """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`.
 
         ``reward_head`` (``sequence-classification`` or ``lm-logit:TOKEN_ID``) defaults to the one
         the checkpoint implies; see `rewardkit.models.loading.resolve_reward_head`. ``fp8`` runs
-        the decoder's linear layers as FP8 GEMMs (Hopper GPUs; off by default).
+        the decoder's linear layers as FP8 GEMMs (Hopper GPUs; off by default). ``compile``:
+        see `ScoringEngine` (``None``: on CUDA only).
         """
         name = str(model)
         dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
-        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev)
-        tok, template = load_tokenizer(
-            name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
+        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev, flag="--head-dtype")
+        chat = load_chat_tokenizer(
+            name,
+            revision=revision,
+            max_length=max_length,
+            truncation=truncation,
+            chat_template=chat_template,
+            trust_remote_code=trust_remote_code,
         )
         net, out_idx, head = load_model(
             name,
@@ -154,23 +195,21 @@ class RewardModel:
             from rewardkit.engine.tensor_parallel import tensor_parallel_engine as make_engine
         else:
             make_engine = ScoringEngine
-        model_limit = model_length_limit(net.config, tok)
-        limit = max_length if max_length is not None else default_max_length(net.config, tok)
-        if model_limit is not None and limit > model_limit:
-            log.warning(
-                "--max-length %d is above the model's limit of %d tokens: longer conversations are "
-                "scored past the positions it was built for",
-                limit,
-                model_limit,
-            )
         engine = make_engine(
-            net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head, fp8=fp8
+            net,
+            output_index=out_idx,
+            token_budget=token_budget,
+            head_dtype=hdt,
+            head=head,
+            fp8=fp8,
+            **({} if compile is None else {"compile": compile}),
         )
         spec = ScoringSpec(
             model=name,
             revision=revision,
-            chat_template_sha256=template_hash(template),
-            max_length=limit,
+            weights=weights_fingerprint(name, revision),
+            chat_template_sha256=template_hash(chat.tokenizer.chat_template),
+            max_length=chat.max_length,
             truncation=truncation,
             dtype=dtype_name(dt),
             head_dtype=dtype_name(engine.head_dtype),
@@ -178,7 +217,6 @@ class RewardModel:
             head=head,
             fp8=fp8,
         )
-        chat = ChatTokenizer(tok, max_length=limit, truncation=truncation)
         return cls(model=net, chat=chat, engine=engine, spec=spec)
 
     def encode(self, conversations: Sequence[ConversationLike]) -> list[Encoded | InputError]:

@@ -47,6 +47,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="decoder linear layers as FP8 GEMMs (Hopper GPUs; faster, rewards move slightly)",
     )
     g.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="run the decoder layers eagerly (GPU: skips the compile warm-up; for short jobs)",
+    )
+    g.add_argument(
         "--token-budget",
         type=int,
         default=None,
@@ -84,6 +89,7 @@ def model_options(args: argparse.Namespace, *, tensor_parallel: bool = False) ->
         fp8=args.fp8,
         token_budget=args.token_budget,
         tensor_parallel=tensor_parallel,
+        compile=False if args.no_compile else None,
     )
 
 

@@ -1,4 +1,8 @@
-"""Pure planning functions: length sort, token-budget batches, packed streams."""
+"""Pure planning functions: length sort, token-budget batches, packed streams.
+
+Token sequences may be lists of ints or 1-D integer numpy arrays (the compact form the scoring
+pipeline keeps); packing concatenates them with numpy, never element by element in Python.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rewardkit.engine.attention import KeyPlan
+
+TokenIds = Sequence[int] | np.ndarray
 
 
 def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -36,15 +43,14 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
     return batches
 
 
-def pool_index(ids: Sequence[int], pad_token_id: int | None) -> int:
+def pool_index(ids: TokenIds, pad_token_id: int | None) -> int:
     """Where HF's ``*ForSequenceClassification`` reads the reward: the rightmost token that is
     not the pad token (index 0 if all are), or the last token when the model has no pad id."""
-    if pad_token_id is None:
-        return len(ids) - 1
-    for j in range(len(ids) - 1, -1, -1):
-        if ids[j] != pad_token_id:
-            return j
-    return 0
+    n = len(ids)
+    if pad_token_id is None or ids[n - 1] != pad_token_id:
+        return n - 1
+    not_pad = np.flatnonzero(np.asarray(ids) != pad_token_id)
+    return int(not_pad[-1]) if len(not_pad) else 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,17 +100,28 @@ class PackedBatch:
         )
 
 
-def pack(seqs: Sequence[Sequence[int]], pad_token_id: int | None) -> PackedBatch:
+def _concat(seqs: Sequence[TokenIds]) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]))
+
+
+def _positions(lens: Sequence[int], starts: Sequence[int] | None = None) -> torch.Tensor:
+    """Positions restarting at each segment: ``starts[i], ..., starts[i] + lens[i] - 1``."""
+    total = sum(lens)
+    seg_start = np.repeat(np.cumsum([0, *lens[:-1]]), lens)
+    pos = np.arange(total) - seg_start
+    if starts is not None:
+        pos += np.repeat(np.asarray(starts, dtype=np.int64), lens)
+    return torch.from_numpy(pos)
+
+
+def pack(seqs: Sequence[TokenIds], pad_token_id: int | None) -> PackedBatch:
     """Packs token sequences (each non-empty) into one stream."""
     lens = [len(s) for s in seqs]
     assert lens and min(lens) > 0, "cannot pack empty sequences"
-    starts = [0]
-    for n in lens:
-        starts.append(starts[-1] + n)
-    flat = [t for s in seqs for t in s]
+    starts = [0, *itertools.accumulate(lens)]
     return PackedBatch(
-        input_ids=torch.tensor(flat, dtype=torch.long),
-        position_ids=torch.cat([torch.arange(n) for n in lens]),
+        input_ids=_concat(seqs),
+        position_ids=_positions(lens),
         cu_seqlens=torch.tensor(starts, dtype=torch.int32),
         max_seqlen=max(lens),
         read_index=torch.tensor(
@@ -114,23 +131,24 @@ def pack(seqs: Sequence[Sequence[int]], pad_token_id: int | None) -> PackedBatch
     )
 
 
-def shared_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+def shared_prefix_len(seqs: Sequence[TokenIds]) -> int:
     """Length of the token prefix all sequences share, leaving each at least one token of its own."""
-    n = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    for i in range(max(n, 0)):
-        if any(s[i] != first[i] for s in seqs[1:]):
-            return i
-    return max(n, 0)
+    n = max(min(len(s) for s in seqs) - 1, 0)
+    first = np.asarray(seqs[0][:n])
+    for s in seqs[1:]:
+        diff = np.flatnonzero(np.asarray(s[:n]) != first[:n])
+        if len(diff):
+            n = int(diff[0])
+    return n
 
 
-def group_cost(group: Sequence[Sequence[int]]) -> int:
+def group_cost(group: Sequence[TokenIds]) -> int:
     """Tokens a group puts in the stream: the shared prefix once, then each suffix."""
     p = shared_prefix_len(group) if len(group) > 1 else 0
     return p + sum(len(s) - p for s in group)
 
 
-def pack_groups(groups: Sequence[Sequence[Sequence[int]]], pad_token_id: int | None) -> PackedBatch:
+def pack_groups(groups: Sequence[Sequence[TokenIds]], pad_token_id: int | None) -> PackedBatch:
     """Packs groups of sequences that share a prefix (e.g. K responses to one prompt).
 
     Each group's shared prefix P is put in the stream once, followed by each sequence's suffix
@@ -138,41 +156,46 @@ def pack_groups(groups: Sequence[Sequence[Sequence[int]]], pad_token_id: int | N
     itself (a gathered key stream), with positions continuing after P — the same attention each
     sequence gets when scored alone, so the rewards are the same.
     """
-    ids: list[int] = []
-    pos: list[torch.Tensor] = []
+    pieces: list[TokenIds] = []  # the stream, segment by segment
+    pos_start: list[int] = []  # first position of each query segment
     q_lens: list[int] = []
     k_lens: list[int] = []
-    gather: list[torch.Tensor] = []
+    gather: list[np.ndarray] = []
     read: list[int] = []
+    size = 0
     for group in groups:
         p = shared_prefix_len(group) if len(group) > 1 else 0
-        p_start = len(ids)
+        prefix_idx = np.arange(size, size + p)
         if p:
-            ids.extend(group[0][:p])
-            pos.append(torch.arange(p))
+            pieces.append(group[0][:p])
+            pos_start.append(0)
             q_lens.append(p)
             k_lens.append(p)
-            gather.append(torch.arange(p_start, p_start + p))
-        prefix_idx = torch.arange(p_start, p_start + p)
+            gather.append(prefix_idx)
+            size += p
         for seq in group:
-            start = len(ids)
             r = len(seq) - p
-            ids.extend(seq[p:])
-            pos.append(torch.arange(p, p + r))
+            pieces.append(seq[p:])
+            pos_start.append(p)
             q_lens.append(r)
             k_lens.append(p + r)
-            gather.append(torch.cat([prefix_idx, torch.arange(start, start + r)]))
+            gather.append(np.concatenate([prefix_idx, np.arange(size, size + r)]))
             j = pool_index(seq, pad_token_id)
-            read.append(start + j - p if j >= p else p_start + j)
+            read.append(size + j - p if j >= p else int(prefix_idx[0]) + j)
+            size += r
 
     def cumsum(xs: list[int]) -> torch.Tensor:
         return torch.tensor([0, *itertools.accumulate(xs)], dtype=torch.int32)
 
     return PackedBatch(
-        input_ids=torch.tensor(ids, dtype=torch.long),
-        position_ids=torch.cat(pos),
+        input_ids=_concat(pieces),
+        position_ids=_positions(q_lens, pos_start),
         cu_seqlens=cumsum(q_lens),
         max_seqlen=max(q_lens),
         read_index=torch.tensor(read, dtype=torch.long),
-        keys=KeyPlan(cu_seqlens_k=cumsum(k_lens), max_seqlen_k=max(k_lens), gather=torch.cat(gather)),
+        keys=KeyPlan(
+            cu_seqlens_k=cumsum(k_lens),
+            max_seqlen_k=max(k_lens),
+            gather=torch.from_numpy(np.concatenate(gather)),
+        ),
     )

@@ -25,10 +25,12 @@ The path of one call, top to bottom:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import numpy as np
 import torch
 import torch._dynamo
 import torch.nn.functional as F
@@ -159,7 +161,9 @@ def chunked_reward(
     cfg = model.config
     device = next(model.parameters()).device
     n = len(ids)
-    x = backbone.embed_tokens(torch.tensor(ids, device=device)[None])[0]  # (T, D)
+    x = backbone.embed_tokens(torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None])[
+        0
+    ]  # (T, D)
     pos = torch.arange(n, device=device)[None]
     cos, sin = backbone.rotary_emb(x[None], pos)  # (1, T, hd) each
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -341,6 +345,15 @@ class ScoringEngine:
             chunk=self.token_budget,
         )
         self.forward = forward if wrap_forward is None else wrap_forward(forward)
+
+    def warm_up(self) -> float:
+        """Compiles the decoder layers now, on a small packed batch, rather than inside the first
+        real one; returns the seconds it took (0 when not compiled)."""
+        if not self.compiled:
+            return 0.0
+        t0 = time.perf_counter()
+        self.score_ids([[1] * 16, [2] * 24])
+        return time.perf_counter() - t0
 
     def score_ids(self, seqs: Sequence[Sequence[int]], *, progress: ProgressFn | None = None) -> list[float]:
         """Rewards for token sequences, in input order.

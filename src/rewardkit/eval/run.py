@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardkit.data.io import JsonlWriter, iter_raw
+from rewardkit.data.io import iter_raw
+from rewardkit.data.outputs import JsonlWriter
 from rewardkit.engine.engine import ProgressFn
 from rewardkit.errors import InputError, RewardkitError
 from rewardkit.eval.base import Benchmark, EvalOptions, Item, Loaded, OnError

@@ -57,6 +57,8 @@ class ScoringSpec:
     Args:
         model: HF id or local path the weights came from.
         revision: hub revision, if any.
+        weights: fingerprint of the safetensors weights (`rewardkit.models.fingerprint`), which
+            tells checkpoints apart whatever their path.
         chat_template_sha256: first 16 hex digits of the chat template's sha256.
         max_length: longest tokenized conversation accepted (after truncation).
         truncation: ``error`` (reject over-long records) or ``left`` (drop oldest context).
@@ -70,6 +72,7 @@ class ScoringSpec:
 
     model: str
     revision: str | None = None
+    weights: str | None = None
     chat_template_sha256: str
     max_length: int
     truncation: Truncation = "error"
@@ -94,12 +97,12 @@ def template_hash(template: str) -> str:
     return hashlib.sha256(template.encode("utf-8")).hexdigest()[:16]
 
 
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | None, device: torch.device, *, flag: str = "--dtype") -> torch.dtype:
     """``auto`` is bf16 on GPU (as the card runs) and fp32 on CPU."""
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"{flag} must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
 
 
@@ -319,11 +322,12 @@ def load_model(
     """
     config = load_hf_config(name, revision=revision, trust_remote_code=trust_remote_code)
     head, output_index = resolve_output(name, config, reward_head, output_index)
-    extra: dict[str, Any] = {}
     if tensor_parallel:
         from rewardkit.engine.tensor_parallel import sharding_options
 
         extra = sharding_options(config)
+    else:  # safetensors read straight onto the device
+        extra = {"device_map": str(device)}
     model = from_pretrained(
         name, config, head, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, **extra
     )
@@ -331,8 +335,6 @@ def load_model(
         from rewardkit.engine.tensor_parallel import finish_sharded
 
         finish_sharded(model, head)
-    else:
-        model.to(device)
     model.eval().requires_grad_(False)
     log.info("loaded %s (%s, %s, head %s)", name, device, dtype_name(dtype), head)
     return model, output_index, head

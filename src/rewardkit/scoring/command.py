@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rewardkit.errors import RewardkitError
@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rewardkit.data.io import check_input
+    from rewardkit.data.outputs import check_output
     from rewardkit.distributed import rank_from_env
 
     one_prompt = args.prompt is not None or bool(args.response)
@@ -59,29 +61,32 @@ def run(args: argparse.Namespace) -> int:
         raise RewardkitError("use either INPUT, or --prompt with one or more --response")
     if not one_prompt and not args.input:
         raise RewardkitError("missing INPUT (a JSONL/Parquet file or -), or --prompt/--response")
-    if args.tensor_parallel:
-        if args.devices is not None:
-            raise RewardkitError("--tensor-parallel and --devices cannot be combined")
-        return _tensor_parallel(args, model_options(args))
-    if one_prompt:
-        if args.devices is not None:
-            raise RewardkitError("--devices applies to scoring an INPUT file, not --prompt")
-        return _score_prompt(args, model_options(args).load())
+    if one_prompt and args.devices is not None:
+        raise RewardkitError("--devices applies to scoring an INPUT file, not --prompt")
+    if args.tensor_parallel and args.devices is not None:
+        raise RewardkitError("--tensor-parallel and --devices cannot be combined")
     rank = rank_from_env()
-    if args.devices is not None and rank is None:
-        return _launch_devices(args)
-    if args.devices is not None:
+    if args.devices is not None and rank is not None:
         from rewardkit.distributed import launched_by_devices
 
         if not launched_by_devices():
             raise RewardkitError("--devices cannot be combined with torchrun, which already sets the ranks")
+    # Cheap checks before any model loads.
+    if one_prompt:
+        check_output(args.output, input_path="-")
+    else:
+        check_input(args.input)
+        check_output(args.output, input_path=args.input, error_file=args.error_file)
+    if args.tensor_parallel:
+        return _tensor_parallel(args, model_options(args))
+    if one_prompt:
+        return _score_prompt(args, model_options(args).load())
+    if args.devices is not None and rank is None:
+        return _launch_devices(args)
     opts = model_options(args)
     if rank is not None:
         return _score_on_ranks(args, opts, rank)
-    report = _Report(args)
-    rm = opts.load()
-    report.loaded(rm)
-    return _score_file(args, rm, report)
+    return _score_file(args, opts, _Report(args))
 
 
 def _launch_devices(args: argparse.Namespace) -> int:
@@ -99,25 +104,35 @@ def _launch_devices(args: argparse.Namespace) -> int:
 
 
 def _score_prompt(args: argparse.Namespace, rm: RewardModel) -> int:
+    """``--prompt P --response R...``: one JSON row per response, to stdout or ``-o``."""
     from rewardkit.data.conversation import Conversation
+    from rewardkit.data.outputs import rows_text
 
     convs = [Conversation.from_prompt(args.prompt, r) for r in args.response]
-    for resp, reward in zip(args.response, rm.score(convs), strict=True):
-        print(json.dumps({"prompt": args.prompt, "response": resp, "reward": reward}, ensure_ascii=False))
+    rows = [
+        {"prompt": args.prompt, "response": resp, "reward": reward}
+        for resp, reward in zip(args.response, rm.score(convs), strict=True)
+    ]
+    if args.output == "-":
+        print(rows_text(rows), end="")
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(rows_text(rows), encoding="utf-8")
     return 0
 
 
-def _score_file(args: argparse.Namespace, rm: RewardModel, report: _Report) -> int:
+def _score_file(args: argparse.Namespace, model: RewardModel | ModelOptions, report: _Report) -> int:
     from rewardkit.scoring.files import score_file
 
     try:
         summary = score_file(
-            rm,
+            model,
             args.input,
             args.output,
             on_error=args.on_error,
             error_file=args.error_file,
             overwrite=args.overwrite,
+            on_load=report.loaded,
             on_start=report.start,
             progress=report.advance,
         )
@@ -167,9 +182,7 @@ def _tensor_parallel(args: argparse.Namespace, opts: ModelOptions) -> int:
     def work(rm: RewardModel) -> int:
         if args.prompt is not None:
             return _score_prompt(args, rm)
-        report = _Report(args)
-        report.loaded(rm)
-        return _score_file(args, rm, report)
+        return _score_file(args, rm, _Report(args))
 
     return run_tensor_parallel(opts, work) or 0
 
@@ -218,12 +231,19 @@ class _Report:
     def summary(self, s: ScoreSummary) -> None:
         if not self.main:
             return
-        part = (
-            ""
-            if self.rank is None
-            else f" on rank 0 of {self.rank.world_size}, merged into {self.args.output}"
-        )
+        out = self.args.output
+        part = "" if self.rank is None else f" on {self.rank.world_size} ranks, merged into {out}"
         print(
             f"scored {s.rows} rows ({s.tokens:,} tokens), {s.resumed} resumed, {s.skipped} skipped{part}",
             file=sys.stderr,
         )
+        if len(s.rank_tokens) > 1:
+            total = sum(s.rank_tokens) or 1
+            shares = ", ".join(f"rank {r}: {t:,} ({t / total:.0%})" for r, t in enumerate(s.rank_tokens))
+            print(f"tokens per rank: {shares}", file=sys.stderr)
+        t = s.seconds
+        if "total" in t:
+            names = ("load", "scan", "compile", "score", "first_row", "total")
+            times = ", ".join(f"{k.replace('_', ' ')} {t[k]:.1f} s" for k in names if k in t)
+            rate = f"; {s.tokens / t['score']:,.0f} tok/s scoring" if t.get("score") and s.tokens else ""
+            print(f"time: {times}{rate}", file=sys.stderr)
