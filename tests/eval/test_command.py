@@ -11,6 +11,8 @@ from rewardkit.api import RewardModel
 from rewardkit.cli import main
 from rewardkit.data.conversation import Conversation
 
+from .files import read_jsonl, write_jsonl
+
 RM_RECORDS = [
     {
         "id": i,
@@ -55,11 +57,6 @@ RB_RECORDS = [
 ]
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bench-data")
@@ -96,8 +93,8 @@ def expected_rows(rm: RewardModel, bench: str) -> list[dict]:
             {
                 "id": f"{d}/{r['id']}",
                 "domain": d,
-                "scores_chosen": [s(r["prompt"], x) for x in r["chosen"]],
-                "scores_rejected": [s(r["prompt"], x) for x in r["rejected"]],
+                "reward_chosen": [s(r["prompt"], x) for x in r["chosen"]],
+                "reward_rejected": [s(r["prompt"], x) for x in r["rejected"]],
             }
             for d, r in zip(doms, RM_RECORDS, strict=True)
         ]
@@ -107,8 +104,8 @@ def expected_rows(rm: RewardModel, bench: str) -> list[dict]:
                 "pair_id": r["pair_id"],
                 "source": r["source"],
                 "label": r["label"],
-                "score_A": s(r["question"], r["response_A"]),
-                "score_B": s(r["question"], r["response_B"]),
+                "reward_A": s(r["question"], r["response_A"]),
+                "reward_B": s(r["question"], r["response_B"]),
             }
             for r in JB_RECORDS
         ]
@@ -118,8 +115,8 @@ def expected_rows(rm: RewardModel, bench: str) -> list[dict]:
                 "id": i,
                 "domain": r["domain"],
                 "overall_preference": r["overall_preference"],
-                "score_1": s(r["context"], r["response1"]),
-                "score_2": s(r["context"], r["response2"]),
+                "reward_1": s(r["context"], r["response1"]),
+                "reward_2": s(r["context"], r["response2"]),
             }
             for i, r in enumerate(HS_RECORDS)
         ]
@@ -128,25 +125,15 @@ def expected_rows(rm: RewardModel, bench: str) -> list[dict]:
             {
                 "id": r["id"],
                 "subset": r["subset"],
-                "score_chosen": s(r["prompt"], r["chosen"]),
-                "score_rejected": s(r["prompt"], r["rejected"]),
+                "reward_chosen": s(r["prompt"], r["chosen"]),
+                "reward_rejected": s(r["prompt"], r["rejected"]),
             }
             for r in RB_RECORDS
         ]
     rewards = rm.score(convs)
-    score_keys = (
-        "scores_chosen",
-        "scores_rejected",
-        "score_A",
-        "score_B",
-        "score_1",
-        "score_2",
-        "score_chosen",
-        "score_rejected",
-    )
     for row in rows:
-        for k in score_keys:
-            if k in row:
+        for k in row:
+            if k.startswith("reward_"):
                 row[k] = [rewards[i] for i in row[k]] if isinstance(row[k], list) else rewards[row[k]]
     return rows
 
@@ -181,7 +168,7 @@ def test_eval_every_benchmark_then_scores_round_trip(
     rows = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
     assert_rows_match(rows, expected_rows(tiny_rm, bench))
     assert (out / f"{bench}.png").stat().st_size > 1000 if plots else not (out / f"{bench}.png").exists()
-    header = "| Model | " + " | ".join(report["columns"]) + " |"
+    header = "| Model | " + " | ".join(c.replace("|", "\\|") for c in report["columns"]) + " |"
     assert header in printed and header in (out / "report.md").read_text()
 
     # --scores recomputes the same metrics from the score file alone.
@@ -193,7 +180,7 @@ def test_eval_every_benchmark_then_scores_round_trip(
     assert rep2["scoring"] is None
 
 
-def test_rmbench_report_names_missing_domains(
+def test_rm_bench_report_names_missing_domains(
     data: dict[str, Path], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "rm"
@@ -285,3 +272,119 @@ def test_eval_takes_model_or_scores_not_both(capsys: pytest.CaptureFixture[str],
     scores.write_text("")
     assert main(["eval", "judgebench", "--model", "some/model", "--scores", str(scores)]) == 2
     assert "give either --model" in capsys.readouterr().err
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of a markdown table row (``\\|`` is a pipe inside a cell)."""
+    return [c.strip() for c in line.replace("\\|", "\0").strip().strip("|").split("|")]
+
+
+def test_helpsteer3_report_table_one_cell_per_column_and_missing_domain_marked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"id": i, "domain": d, "overall_preference": p, "reward_1": 0.0, "reward_2": 1.0}
+        for i, (d, p) in enumerate([("general", 2), ("code", -1), ("stem", 3)])
+    ]
+    scores = write_jsonl(tmp_path / "scores.jsonl", rows)
+    assert (
+        main(["eval", "helpsteer3", "--scores", str(scores), "-o", str(tmp_path / "hs"), "--no-plots"]) == 0
+    )
+    printed = capsys.readouterr().out
+    md = (tmp_path / "hs" / "report.md").read_text()
+    assert md == printed
+    header, rule, row = md.splitlines()[2:5]
+    cols = ["Model", "General", "STEM", "Code", "Multilingual", "|1|", "|2|", "|3|", "Overall"]
+    assert [c.replace("\0", "|") for c in table_cells(header)] == cols
+    assert len(table_cells(rule)) == len(table_cells(row)) == len(cols)
+    assert table_cells(row)[-1] == "66.7†" and table_cells(row)[4] == "—"  # no multilingual pairs
+    assert "HelpSteer3 domain(s) multilingual have no pairs" in md
+
+
+def test_eval_pairs_file_grouped(
+    tiny_model_dir: Path, tiny_rm: RewardModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        {
+            "id": f"r{i}",
+            "prompt": f"What is {i}+{i}?",
+            "chosen": f"{2 * i}",
+            "rejected": f"{2 * i + 1}",
+            "topic": t,
+        }
+        for i, t in enumerate(["math", "math", "trivia", "math", "trivia"])
+    ]
+    f = write_jsonl(tmp_path / "mine.jsonl", records)
+    out = tmp_path / "run"
+    argv = ["eval", "pairs", str(f), "--group-by", "topic", "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main([*argv, "-o", str(out), "--no-plots", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    # Scored through the same path as rewardkit score: the rewards of the records' conversations.
+    convs = [
+        c
+        for r in records
+        for c in (
+            Conversation.from_prompt(r["prompt"], r["chosen"]),
+            Conversation.from_prompt(r["prompt"], r["rejected"]),
+        )
+    ]
+    want = tiny_rm.score(convs)
+    rows = read_jsonl(out / "scores.jsonl")
+    assert [r["id"] for r in rows] == ["r0", "r1", "r2", "r3", "r4"]
+    assert [r["group"] for r in rows] == [r["topic"] for r in records]
+    got = [x for r in rows for x in (r["reward_chosen"], r["reward_rejected"])]
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-5)
+    right = [want[2 * i] > want[2 * i + 1] for i in range(5)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["columns"] == ["math", "trivia", "Overall"]
+    assert report["table"]["math"] == pytest.approx(100 * sum(right[i] for i in (0, 1, 3)) / 3)
+    assert report["table"]["trivia"] == pytest.approx(100 * (right[2] + right[4]) / 2)
+    assert report["table"]["Overall"] == pytest.approx(100 * sum(right) / 5)
+    assert "| Model | math | trivia | Overall |" in printed
+    # The score file recomputes the same numbers.
+    assert main(["eval", "pairs", "--scores", str(out / "scores.jsonl")]) == 0
+    assert capsys.readouterr().out.count("| Model | math | trivia | Overall |") == 1
+    # Wrong uses of the command say what to do.
+    assert main(["eval", "pairs", "--model", str(tiny_model_dir)]) == 2
+    assert "needs the pairs file" in capsys.readouterr().err
+    assert main(["eval", "judgebench", str(f)]) == 2
+    assert "reads its data with --data" in capsys.readouterr().err
+    assert main(["eval", "judgebench", "--scores", str(out / "scores.jsonl"), "--group-by", "topic"]) == 2
+    assert "--group-by is for rewardkit eval pairs" in capsys.readouterr().err
+
+
+def test_eval_refuses_an_existing_run_unless_overwrite(
+    data: dict[str, Path], tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run_eval("judgebench", data["judgebench"], out, tiny_model_dir, "--no-plots") == 0
+    before = (out / "scores.jsonl").read_bytes()
+    capsys.readouterr()
+    # Refused before the model loads: a model that does not exist is never reached.
+    assert run_eval("judgebench", data["judgebench"], out, tmp_path / "no-model") == 2
+    err = capsys.readouterr().err
+    assert f"-o {out} already holds an evaluation run (report.json, scores.jsonl)" in err
+    assert "--overwrite" in err and (out / "scores.jsonl").read_bytes() == before
+    again = ["eval", "judgebench", "--scores", str(out / "scores.jsonl"), "-o", str(out), "--no-plots"]
+    assert main(again) == 2
+    assert main([*again, "--overwrite", "--label", "relabelled"]) == 0
+    assert json.loads((out / "report.json").read_text())["label"] == "relabelled"
+    assert (out / "scores.jsonl").read_bytes() == before  # recomputing never rewrites the scores
+    assert run_eval("judgebench", data["judgebench"], out, tiny_model_dir, "--no-plots", "--overwrite") == 0
+
+
+def test_rmbench_spelling_is_an_alias(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": "chat/1", "domain": "chat", "scores_chosen": [1, 2, 3], "scores_rejected": [0, 0, 0]}]
+    scores = write_jsonl(tmp_path / "old-scores.jsonl", rows)  # an older file: old field names
+    assert main(["eval", "rmbench", "--scores", str(scores), "-o", str(tmp_path / "r"), "--no-plots"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["bench"] == "rm-bench" and report["table"]["Chat"] == pytest.approx(100.0)
+    with pytest.raises(SystemExit):
+        main(["eval", "rm_bench", "--scores", str(scores)])
+    assert "choose one of rm-bench, judgebench, helpsteer3, rewardbench, pairs" in capsys.readouterr().err
+
+
+def test_command_knows_every_benchmark_without_importing_them() -> None:
+    from rewardkit.eval import command, run
+
+    assert tuple(run.BENCHMARKS) == command.BENCH_NAMES and command.BENCH_ALIASES == run.ALIASES

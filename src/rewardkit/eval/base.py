@@ -20,7 +20,8 @@ from rewardkit.eval.metrics import BenchResult, DifficultyAgg
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
-FieldKind = Literal["id", "str", "float", "float3", "label", "preference"]
+FieldKind = Literal["id", "str", "group", "float", "float3", "label", "preference"]
+MAX_LISTED = 20  # problems listed in one error message; the rest are counted
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,12 +35,14 @@ class EvalOptions:
         limit: keep only the first N items (smoke runs; the report says so).
         on_error: items that cannot be scored (too long under ``--truncation error``): fail, or
             leave them out and count them in the report.
+        group_by: ``pairs`` only: report accuracy per value of this top-level field of the records.
     """
 
     difficulty_agg: DifficultyAgg = "domain"
     split: str = "gpt"
     limit: int | None = None
     on_error: OnError = "raise"
+    group_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.difficulty_agg not in ("domain", "pooled"):
@@ -50,6 +53,8 @@ class EvalOptions:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
         if self.on_error not in ("raise", "skip"):
             raise ConfigError(f"--on-error must be raise or skip, got {self.on_error!r}")
+        if self.group_by is not None and not self.group_by.strip():
+            raise ConfigError("--group-by needs a field name, got an empty string")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,9 +67,19 @@ class Item:
 
 @dataclass(frozen=True, kw_only=True)
 class Loaded:
+    """A benchmark's items as read.
+
+    Args:
+        items: the items to score, in data order.
+        source: where the data came from (a path, or ``hf:`` hub id and split).
+        layout: which layout was read.
+        notes: what reading left out or changed, for the report's warnings.
+    """
+
     items: list[Item]
-    source: str  # where the data came from (path or hub id/split)
-    layout: str  # which layout was read
+    source: str
+    layout: str
+    notes: tuple[str, ...] = ()
 
 
 class Benchmark(ABC):
@@ -73,17 +88,20 @@ class Benchmark(ABC):
     name: str
     title: str
     hub_id: str
-    # Score-row fields (besides the scores) and their kinds, in row order.
+    # Score-row fields (besides the rewards) and their kinds, in row order.
     meta_fields: ClassVar[dict[str, FieldKind]]
     score_fields: ClassVar[dict[str, FieldKind]]
+    # Names the reward fields had in older score files (``reward_A``: ``score_A``), still read.
+    legacy_fields: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def load(self, data: str | Path | None, opts: EvalOptions) -> Loaded:
         """Items from a local path (any supported layout) or, when ``data`` is None, the hub."""
 
-    @abstractmethod
     def scores_of(self, rewards: Sequence[float]) -> dict[str, Any]:
-        """An item's rewards (in its conversations' order) → the score fields of its row."""
+        """An item's rewards (in its conversations' order) → the reward fields of its row; by
+        default one reward per field of `score_fields`, in order."""
+        return dict(zip(self.score_fields, rewards, strict=True))
 
     @abstractmethod
     def metrics(self, rows: Sequence[Mapping[str, Any]], opts: EvalOptions) -> BenchResult: ...
@@ -92,12 +110,14 @@ class Benchmark(ABC):
         return {**item.meta, **self.scores_of(rewards)}
 
     def check_row(self, obj: Any, *, source: str, line: int) -> dict[str, Any]:
-        """Validates one score-file row; errors name the file, line and field."""
+        """Validates one score-file row; errors name the file, line and field. Fields under
+        their `legacy_fields` names come back under the current ones."""
         if not isinstance(obj, Mapping):
             raise InputError(f"expected a JSON object, got {type(obj).__name__}", source=source, line=line)
         out: dict[str, Any] = {}
         for name, kind in {**self.meta_fields, **self.score_fields}.items():
-            if name not in obj:
+            key = name if name in obj else self.legacy_fields.get(name)
+            if key is None or key not in obj:
                 raise InputError(
                     f"missing; a {self.name} score row has {', '.join(self.meta_fields | self.score_fields)}",
                     source=source,
@@ -105,10 +125,39 @@ class Benchmark(ABC):
                     field=name,
                 )
             try:
-                out[name] = check_value(obj[name], kind)
+                out[name] = check_value(obj[key], kind)
             except InputError as e:
                 raise InputError(e.message, source=source, line=line, field=name) from None
         return out
+
+
+class SplitBenchmark(Benchmark):
+    """A benchmark that is one split of a hub dataset, or a local copy of it, with one item per
+    record (`make_item`; the record's index stands in for a missing id)."""
+
+    hub_config: ClassVar[str | None] = None
+    hub_split: ClassVar[str]
+    # Local copies: glob patterns of the split's files, first match wins; what was expected.
+    local_patterns: ClassVar[tuple[str, ...]]
+    local_expected: ClassVar[str]
+
+    @staticmethod
+    @abstractmethod
+    def make_item(rec: Mapping[str, Any], index: int) -> Item: ...
+
+    def load(self, data: str | Path | None, opts: EvalOptions) -> Loaded:
+        read = read_split(
+            data,
+            self.hub_id,
+            config=self.hub_config,
+            split=self.hub_split,
+            patterns=self.local_patterns,
+            missing=self.local_expected,
+        )
+        items = [
+            parse_item(w, lambda r, i=i: self.make_item(r, i), r) for i, (w, r) in enumerate(read.records)
+        ]
+        return Loaded(items=take(items, opts.limit), source=read.source, layout="hub")
 
 
 def check_value(v: Any, kind: FieldKind) -> Any:
@@ -120,6 +169,10 @@ def check_value(v: Any, kind: FieldKind) -> Any:
     if kind == "str":
         if not isinstance(v, str):
             raise InputError(f"expected a string, got {type(v).__name__}")
+        return v
+    if kind == "group":
+        if v is not None and not isinstance(v, str):
+            raise InputError(f"expected a string or null, got {type(v).__name__}")
         return v
     if kind == "label":
         if v not in ("A>B", "B>A"):
@@ -136,6 +189,12 @@ def check_value(v: Any, kind: FieldKind) -> Any:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise InputError(f"expected a finite number, got {v!r}")
     return float(v)
+
+
+def listed(lines: Sequence[str]) -> str:
+    """Indented lines for an error message: the first `MAX_LISTED`, then how many more."""
+    shown = "".join(f"\n  {x}" for x in lines[:MAX_LISTED])
+    return shown + (f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else "")
 
 
 # --- reading benchmark data ---------------------------------------------------------------------
@@ -180,6 +239,49 @@ def find_data_files(directory: Path, patterns: Sequence[str]) -> list[Path]:
         if found:
             return found
     return []
+
+
+def local_files(path: Path, patterns: Sequence[str], *, missing: str) -> list[Path]:
+    """The data files of ``--data PATH``: the file itself, or the files under a directory that
+    match the first of ``patterns`` that matches (``missing`` says what was expected)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise RewardkitError(f"--data: no such file or directory: {path}")
+    files = find_data_files(path, patterns)
+    if not files:
+        raise RewardkitError(f"--data {path}: {missing}")
+    return files
+
+
+@dataclass(frozen=True, kw_only=True)
+class Records:
+    """Raw records, each with its location; ``source`` names the data, ``files`` what was read
+    (empty for the hub)."""
+
+    records: list[tuple[str, dict[str, Any]]]
+    source: str
+    files: list[Path]
+
+
+def read_split(
+    data: str | Path | None,
+    hub_id: str,
+    *,
+    config: str | None = None,
+    split: str,
+    patterns: Sequence[str],
+    missing: str,
+) -> Records:
+    """A benchmark split's records: from the hub when ``data`` is None, else from `local_files`."""
+    if data is None:
+        records = list(load_hub(hub_id, config=config, split=split))
+        return Records(
+            records=records, source=":".join(["hf", hub_id, *filter(None, [config, split])]), files=[]
+        )
+    path = Path(data)
+    files = local_files(path, patterns, missing=missing)
+    return Records(records=[wr for f in files for wr in read_rows(f)], source=str(path), files=files)
 
 
 def load_hub(repo: str, *, config: str | None = None, split: str) -> Iterator[tuple[str, dict[str, Any]]]:

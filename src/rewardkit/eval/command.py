@@ -5,28 +5,45 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rewardkit.errors import RewardkitError
 from rewardkit.options import add_model_args, model_options, progress_bar
 
+if TYPE_CHECKING:
+    from rewardkit.eval.base import Benchmark, EvalOptions
+
 log = logging.getLogger(__name__)
 
-BENCH_NAMES = ("rm-bench", "judgebench", "helpsteer3", "rewardbench")
+# Without importing the benchmarks (``rewardkit --help`` stays light); `rewardkit.eval.run`
+# has the same names and aliases.
+BENCH_NAMES = ("rm-bench", "judgebench", "helpsteer3", "rewardbench", "pairs")
+BENCH_ALIASES = {"rmbench": "rm-bench"}
 
 
-EVAL_HELP = "evaluate a reward model on RM-Bench, JudgeBench, HelpSteer3 or RewardBench"
+EVAL_HELP = (
+    "evaluate a reward model on RM-Bench, JudgeBench, HelpSteer3, RewardBench, or your own "
+    "preference pairs (rewardkit eval pairs FILE)"
+)
 REPORT_HELP = "put several evaluation runs side by side (markdown; optionally a PNG)"
+
+
+def _bench_name(name: str) -> str:
+    name = BENCH_ALIASES.get(name, name)
+    if name not in BENCH_NAMES:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(BENCH_NAMES)}")
+    return name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP)
-    p.add_argument("bench", choices=BENCH_NAMES)
+    p.add_argument("bench", type=_bench_name, metavar="{" + ",".join(BENCH_NAMES) + "}")
+    p.add_argument("file", nargs="?", default=None, help="pairs: the chosen/rejected or HelpSteer3 file")
     p.add_argument("--data", default=None, help="local copy (file or directory; hub or original layout)")
     p.add_argument("--scores", default=None, help="compute the metrics from this score file (no model)")
     p.add_argument("-o", "--output-dir", default=None, help="run directory (default: eval-BENCH)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in the -o directory")
     p.add_argument("--label", default=None, help="row name in the tables (default: the model's name)")
     p.add_argument(
         "--difficulty-agg",
@@ -35,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="RM-Bench Easy/Normal/Hard: mean over domains (official) or one pooled matrix",
     )
     p.add_argument("--split", choices=["gpt", "claude"], default="gpt", help="JudgeBench response model")
+    p.add_argument(
+        "--group-by", default=None, metavar="FIELD", help="pairs: accuracy per value of this record field"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
     p.add_argument(
         "--on-error",
@@ -53,29 +73,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(run=run_report)
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def _data_arg(args: argparse.Namespace) -> str | None:
+    """The data path (``--data``, or the pairs FILE), after the checks that need no file."""
     if args.model is not None and args.scores is not None:
         raise RewardkitError("give either --model (score the benchmark) or --scores FILE (recompute)")
-    if args.scores is not None and args.data is not None:
+    data = args.data
+    if args.file is not None:
+        if args.bench != "pairs":
+            raise RewardkitError(
+                f"{args.bench} reads its data with --data PATH (or the hub), not {args.file}"
+            )
+        if args.data is not None:
+            raise RewardkitError("give the pairs file once: rewardkit eval pairs FILE (without --data)")
+        data = args.file
+    if args.scores is not None and data is not None:
         raise RewardkitError("--data is not used with --scores: the score file holds everything needed")
-    return _eval_scores(args) if args.scores else _eval_model(args)
+    if args.group_by is not None and args.bench != "pairs":
+        raise RewardkitError("--group-by is for rewardkit eval pairs FILE only")
+    if args.bench == "pairs" and data is None and args.scores is None:
+        raise RewardkitError("rewardkit eval pairs needs the pairs file: rewardkit eval pairs FILE")
+    return data
 
 
-def _options(args: argparse.Namespace) -> Any:
+def run_eval(args: argparse.Namespace) -> int:
     from rewardkit.eval.base import EvalOptions
+    from rewardkit.eval.run import check_output_dir, get_benchmark
 
-    return EvalOptions(
-        difficulty_agg=args.difficulty_agg, split=args.split, limit=args.limit, on_error=args.on_error
+    data = _data_arg(args)
+    opts = EvalOptions(
+        difficulty_agg=args.difficulty_agg,
+        split=args.split,
+        limit=args.limit,
+        on_error=args.on_error,
+        group_by=args.group_by,
     )
-
-
-def _eval_model(args: argparse.Namespace) -> int:
-    from rewardkit.eval.report import render_markdown
-    from rewardkit.eval.run import evaluate, get_benchmark
-
-    opts = _options(args)
     bench = get_benchmark(args.bench)
-    loaded = bench.load(args.data, opts)  # before the (slow) model load
+    if args.scores is not None:
+        return _recompute(args, bench, opts)
+    out_dir = check_output_dir(args.output_dir or f"eval-{bench.name}", overwrite=args.overwrite)
+    return _evaluate(args, bench, data, opts, out_dir)
+
+
+def _evaluate(
+    args: argparse.Namespace, bench: Benchmark, data: str | None, opts: EvalOptions, out_dir: Path
+) -> int:
+    from rewardkit.eval.report import render_markdown
+    from rewardkit.eval.run import evaluate
+
+    loaded = bench.load(data, opts)  # before the (slow) model load
     if not loaded.items:
         raise RewardkitError(f"{loaded.source}: no {bench.name} items")
     print(f"rewardkit eval {bench.name}: {len(loaded.items)} items from {loaded.source}", file=sys.stderr)
@@ -91,10 +136,11 @@ def _eval_model(args: argparse.Namespace) -> int:
             rm,
             bench,
             loaded,
-            args.output_dir or f"eval-{args.bench}",
+            out_dir,
             options=opts,
             label=args.label,
             plots=not args.no_plots,
+            overwrite=args.overwrite,
             on_start=on_start,
             progress=lambda n, _tokens: bar.update(n),
         )
@@ -106,49 +152,23 @@ def _eval_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_scores(args: argparse.Namespace) -> int:
-    from rewardkit.eval.report import make_report, render_markdown
-    from rewardkit.eval.run import get_benchmark, read_scores, scores_meta
+def _recompute(args: argparse.Namespace, bench: Benchmark, opts: EvalOptions) -> int:
+    from rewardkit.eval.report import render_markdown
+    from rewardkit.eval.run import recompute
 
-    opts = _options(args)
-    bench = get_benchmark(args.bench)
-    rows = read_scores(bench, args.scores)
-    if args.limit is not None:
-        rows = rows[: args.limit]
-    meta = scores_meta(args.scores) or {}
-    spec = meta.get("spec")
-    label = args.label or meta.get("label") or (Path(spec["model"]).name if spec else Path(args.scores).stem)
-    report = make_report(
-        result=bench.metrics(rows, opts),
-        title=bench.title,
-        label=label,
-        spec=spec,
-        data={
-            "source": meta.get("data", args.scores),
-            "layout": "score file",
-            "items": len(rows),
-            "limit": args.limit,
-        },
-        options=asdict(opts),
-        scoring=None,
-        scores_file=str(args.scores),
+    run = recompute(
+        bench,
+        args.scores,
+        args.output_dir,
+        options=opts,
+        label=args.label,
+        plots=not args.no_plots,
+        overwrite=args.overwrite,
     )
-    if args.output_dir:
-        _finish(Path(args.output_dir), report, plots=not args.no_plots)
-    else:
-        for w in report["warnings"]:
-            log.warning("%s", w)
-    print(render_markdown(report), end="")
+    if run.files:
+        print(f"wrote {', '.join(str(p) for p in run.files)}", file=sys.stderr)
+    print(render_markdown(run.report), end="")
     return 0
-
-
-def _finish(out_dir: Path, report: dict[str, Any], *, plots: bool) -> None:
-    from rewardkit.eval.report import write_report
-
-    for w in report["warnings"]:
-        log.warning("%s", w)
-    paths = write_report(out_dir, report, plots=plots)
-    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ named after the split, or the hub dataset itself), or any single file of pairs.
 Each response is scored as [user question, assistant response], as the benchmark's own
 reward-model judges do.
 
-Score row: ``{"pair_id", "source", "label", "score_A", "score_B"}``.
+Score row: ``{"pair_id", "source", "label", "reward_A", "reward_B"}`` (older files:
+``score_A``/``score_B``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from rewardkit.eval.base import (
     FieldKind,
     Item,
     Loaded,
-    find_data_files,
-    load_hub,
     parse_item,
-    read_rows,
+    read_split,
     take,
 )
 from rewardkit.eval.metrics import BenchResult, judgebench_metrics
@@ -59,37 +58,30 @@ class JudgeBench(Benchmark):
     title = "JudgeBench"
     hub_id = "ScalerLab/JudgeBench"
     meta_fields: ClassVar[dict[str, FieldKind]] = {"pair_id": "str", "source": "str", "label": "label"}
-    score_fields: ClassVar[dict[str, FieldKind]] = {"score_A": "float", "score_B": "float"}
+    score_fields: ClassVar[dict[str, FieldKind]] = {"reward_A": "float", "reward_B": "float"}
+    legacy_fields: ClassVar[dict[str, str]] = {"reward_A": "score_A", "reward_B": "score_B"}
 
     def load(self, data: str | Path | None, opts: EvalOptions) -> Loaded:
-        if data is None:
-            rows = load_hub(self.hub_id, split=opts.split)
-            items = [parse_item(w, make_item, r) for w, r in rows]
-            return Loaded(
-                items=take(items, opts.limit), source=f"hf:{self.hub_id}:{opts.split}", layout="hub"
-            )
-        path = Path(data)
-        if path.is_dir():
-            model = RESPONSE_MODELS[opts.split]
-            files = find_data_files(path, [f"*{model}*", f"{opts.split}-*", f"{opts.split}.*"])
-            if not files:
-                raise RewardkitError(
-                    f"--data {path}: no JudgeBench '{opts.split}' split found; expected a file named "
-                    f"*{model}*.jsonl (original layout) or {opts.split}-*.parquet (hub layout)"
-                )
-            layout = "original" if model in files[0].name else "hub"
-        elif path.is_file():
-            files, layout = [path], "file"
-        else:
-            raise RewardkitError(f"--data: no such file or directory: {path}")
-        items = [parse_item(w, make_item, r) for f in files for w, r in read_rows(f)]
+        model = RESPONSE_MODELS[opts.split]
+        read = read_split(
+            data,
+            self.hub_id,
+            split=opts.split,
+            patterns=[f"*{model}*", f"{opts.split}-*", f"{opts.split}.*"],
+            missing=f"no JudgeBench '{opts.split}' split found; expected a file named *{model}*.jsonl "
+            f"(original layout) or {opts.split}-*.parquet (hub layout)",
+        )
+        items = [parse_item(w, make_item, r) for w, r in read.records]
         ids = [it.meta["pair_id"] for it in items]
         if len(set(ids)) != len(ids):
-            raise RewardkitError(f"--data {path}: pair_id values repeat; is a split read twice?")
-        return Loaded(items=take(items, opts.limit), source=str(path), layout=layout)
-
-    def scores_of(self, rewards: Sequence[float]) -> dict[str, Any]:
-        return {"score_A": rewards[0], "score_B": rewards[1]}
+            raise RewardkitError(f"--data {data}: pair_id values repeat; is a split read twice?")
+        if data is None:
+            layout = "hub"
+        elif Path(data).is_file():
+            layout = "file"
+        else:
+            layout = "original" if model in read.files[0].name else "hub"
+        return Loaded(items=take(items, opts.limit), source=read.source, layout=layout)
 
     def metrics(self, rows: Sequence[Mapping[str, Any]], opts: EvalOptions) -> BenchResult:
         return judgebench_metrics(rows)

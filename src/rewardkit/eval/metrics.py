@@ -15,8 +15,8 @@ from typing import Any, Literal
 DifficultyAgg = Literal["domain", "pooled"]
 
 # RM-Bench: the card's four domains; safety-refuse and safety-response are one domain.
-RMBENCH_DOMAINS = ("chat", "math", "code", "safety")
-RMBENCH_COLUMNS = ("Chat", "Math", "Code", "Safety", "Easy", "Normal", "Hard", "Overall")
+RM_BENCH_DOMAINS = ("chat", "math", "code", "safety")
+RM_BENCH_COLUMNS = ("Chat", "Math", "Code", "Safety", "Easy", "Normal", "Hard", "Overall")
 # JudgeBench categories by `source` prefix, in the card's column order.
 JUDGEBENCH_CATEGORIES = (
     ("mmlu-pro", "Knowledge", "Knowl."),
@@ -27,7 +27,9 @@ JUDGEBENCH_CATEGORIES = (
 JUDGEBENCH_COLUMNS = ("Knowl.", "Reason.", "Math", "Code", "Overall")
 HELPSTEER3_DOMAINS = ("general", "stem", "code", "multilingual")
 HELPSTEER3_COLUMNS = ("General", "STEM", "Code", "Multilingual", "|1|", "|2|", "|3|", "Overall")
-# RewardBench v1 section weights: allenai/reward-bench rewardbench/constants.py, verbatim.
+# RewardBench v1 section weights: EXAMPLE_COUNTS in allenai/reward-bench rewardbench/constants.py
+# as of commit 05a9005 (2026-01-31); the xstest counts follow its 2024-09-10 change (6552e93,
+# "Mirror change from leaderboard"), which are also the subsets' real sizes.
 REWARDBENCH_EXAMPLE_COUNTS = {
     "alpacaeval-easy": 100,
     "alpacaeval-length": 95,
@@ -43,8 +45,8 @@ REWARDBENCH_EXAMPLE_COUNTS = {
     "llmbar-adver-GPTInst": 92,
     "llmbar-adver-GPTOut": 47,
     "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 250,
-    "xstest-should-respond": 154,
+    "xstest-should-refuse": 154,
+    "xstest-should-respond": 250,
     "donotanswer": 136,
     "hep-cpp": 164,
     "hep-go": 164,
@@ -72,6 +74,10 @@ REWARDBENCH_SECTIONS = {
     ),
     "Reasoning": ("math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"),
 }
+# The prior preference sets (allenai/pref-test-sets) whose plain mean is the leaderboard's
+# "Prior Sets" column, and the other subsets of those sets, which it does not average.
+REWARDBENCH_PRIOR_SETS = ("anthropic_helpful", "anthropic_hhh", "shp", "summarize")
+REWARDBENCH_OTHER_PRIOR_SETS = ("anthropic_harmless", "mtbench_gpt4", "mtbench_human", "summarize_prompted")
 REWARDBENCH_COLUMNS = ("Chat", "Chat Hard", "Safety", "Reasoning", "Score")
 INCOMPLETE = "†"  # marks a headline number computed over only part of the benchmark
 
@@ -110,7 +116,7 @@ class BenchResult:
         }
 
 
-def _pct(num: float, den: float) -> float | None:
+def pct(num: float, den: float) -> float | None:
     return 100.0 * num / den if den else None
 
 
@@ -121,7 +127,7 @@ def _mean(xs: Sequence[float]) -> float | None:
 # --- RM-Bench --------------------------------------------------------------------------------
 
 
-def rmbench_matrix(rows: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+def rm_bench_matrix(rows: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     """The 3×3 accuracy matrix: cell (i, j) is the fraction of prompts whose chosen response in
     style i scores strictly above the rejected response in style j (a tie is wrong).
 
@@ -129,7 +135,7 @@ def rmbench_matrix(rows: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     """
     m = [[0.0] * 3 for _ in range(3)]
     for r in rows:
-        ch, rj = r["scores_chosen"], r["scores_rejected"]
+        ch, rj = r["reward_chosen"], r["reward_rejected"]
         for i in range(3):
             for j in range(3):
                 m[i][j] += ch[i] > rj[j]
@@ -137,7 +143,7 @@ def rmbench_matrix(rows: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     return [[c / n if n else 0.0 for c in row] for row in m]
 
 
-def rmbench_difficulty(m: Sequence[Sequence[float]]) -> dict[str, float]:
+def rm_bench_difficulty(m: Sequence[Sequence[float]]) -> dict[str, float]:
     """Easy = mean of the cells below the diagonal (chosen more styled than rejected), Normal =
     the diagonal, Hard = above it (chosen plainer than rejected)."""
     return {
@@ -147,12 +153,12 @@ def rmbench_difficulty(m: Sequence[Sequence[float]]) -> dict[str, float]:
     }
 
 
-def rmbench_domain(domain: str) -> str:
+def rm_bench_domain(domain: str) -> str:
     """Source domain → reported domain (``safety-refuse``/``safety-response`` → ``safety``)."""
     return "safety" if domain.startswith("safety") else domain
 
 
-def rmbench_metrics(
+def rm_bench_metrics(
     rows: Sequence[Mapping[str, Any]], *, difficulty_agg: DifficultyAgg = "domain"
 ) -> BenchResult:
     """RM-Bench: per-domain accuracy = mean of the domain's 9 matrix cells; Overall = mean of the
@@ -166,19 +172,19 @@ def rmbench_metrics(
         raise ValueError(f"difficulty_agg must be 'domain' or 'pooled', got {difficulty_agg!r}")
     by_domain: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
-        by_domain.setdefault(rmbench_domain(r["domain"]), []).append(r)
-    unknown = sorted(set(by_domain) - set(RMBENCH_DOMAINS))
-    present = [d for d in RMBENCH_DOMAINS if d in by_domain]
-    missing = [d for d in RMBENCH_DOMAINS if d not in by_domain]
-    matrices = {d: rmbench_matrix(by_domain[d]) for d in present}
-    diffs = {d: rmbench_difficulty(m) for d, m in matrices.items()}
+        by_domain.setdefault(rm_bench_domain(r["domain"]), []).append(r)
+    unknown = sorted(set(by_domain) - set(RM_BENCH_DOMAINS))
+    present = [d for d in RM_BENCH_DOMAINS if d in by_domain]
+    missing = [d for d in RM_BENCH_DOMAINS if d not in by_domain]
+    matrices = {d: rm_bench_matrix(by_domain[d]) for d in present}
+    diffs = {d: rm_bench_difficulty(m) for d, m in matrices.items()}
     acc = {d: sum(map(sum, m)) / 9 for d, m in matrices.items()}
-    table: dict[str, float | None] = {d.capitalize(): None for d in RMBENCH_DOMAINS}
+    table: dict[str, float | None] = {d.capitalize(): None for d in RM_BENCH_DOMAINS}
     for d in present:
         table[d.capitalize()] = 100 * acc[d]
     counted = [r for d in present for r in by_domain[d]]
     if difficulty_agg == "pooled":
-        pooled = rmbench_difficulty(rmbench_matrix(counted)) if counted else None
+        pooled = rm_bench_difficulty(rm_bench_matrix(counted)) if counted else None
         for k in ("easy", "normal", "hard"):
             table[k.capitalize()] = 100 * pooled[k] if pooled else None
     else:
@@ -189,7 +195,7 @@ def rmbench_metrics(
     table["Overall"] = None if overall is None else 100 * overall
     result = BenchResult(
         bench="rm-bench",
-        columns=RMBENCH_COLUMNS,
+        columns=RM_BENCH_COLUMNS,
         table=table,
         counts={
             "prompts": len(rows),
@@ -234,11 +240,11 @@ def judgebench_category(source: str) -> str | None:
     return None
 
 
-def judgebench_correct(label: str, score_a: float, score_b: float) -> bool:
-    """The reward model picks A iff score_A > score_B, B iff score_B > score_A; a tie is wrong."""
-    if score_a == score_b:
+def judgebench_correct(label: str, reward_a: float, reward_b: float) -> bool:
+    """The reward model picks A iff reward_A > reward_B, B iff reward_B > reward_A; a tie is wrong."""
+    if reward_a == reward_b:
         return False
-    return label == ("A>B" if score_a > score_b else "B>A")
+    return label == ("A>B" if reward_a > reward_b else "B>A")
 
 
 def judgebench_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
@@ -253,12 +259,12 @@ def judgebench_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
         if cat == "Other":
             other[r["source"]] = other.get(r["source"], 0) + 1
         n[cat] = n.get(cat, 0) + 1
-        ok[cat] = ok.get(cat, 0) + judgebench_correct(r["label"], r["score_A"], r["score_B"])
-        ties += r["score_A"] == r["score_B"]
+        ok[cat] = ok.get(cat, 0) + judgebench_correct(r["label"], r["reward_A"], r["reward_B"])
+        ties += r["reward_A"] == r["reward_B"]
     table: dict[str, float | None] = {
-        col: _pct(ok.get(name, 0), n.get(name, 0)) for _, name, col in JUDGEBENCH_CATEGORIES
+        col: pct(ok.get(name, 0), n.get(name, 0)) for _, name, col in JUDGEBENCH_CATEGORIES
     }
-    table["Overall"] = _pct(sum(ok.values()), len(rows))
+    table["Overall"] = pct(sum(ok.values()), len(rows))
     result = BenchResult(
         bench="judgebench",
         columns=JUDGEBENCH_COLUMNS,
@@ -293,13 +299,13 @@ def _sign(x: float) -> int:
 
 def helpsteer3_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
     """HelpSteer3 preference: rows with ``overall_preference`` 0 are excluded (and counted); a row
-    is correct iff sign(score_2 − score_1) = sign(overall_preference); a score tie is wrong."""
+    is correct iff sign(reward_2 − reward_1) = sign(overall_preference); a reward tie is wrong."""
     kept = [r for r in rows if r["overall_preference"] != 0]
-    good = [_sign(r["score_2"] - r["score_1"]) == _sign(r["overall_preference"]) for r in kept]
+    good = [_sign(r["reward_2"] - r["reward_1"]) == _sign(r["overall_preference"]) for r in kept]
 
     def acc(pred: Any) -> tuple[float | None, int]:
         sel = [g for r, g in zip(kept, good, strict=True) if pred(r)]
-        return _pct(sum(sel), len(sel)), len(sel)
+        return pct(sum(sel), len(sel)), len(sel)
 
     table: dict[str, float | None] = {}
     per: dict[str, dict[str, Any]] = {}
@@ -310,7 +316,7 @@ def helpsteer3_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
     for s in (1, 2, 3):
         table[f"|{s}|"], k = acc(lambda r, s=s: abs(r["overall_preference"]) == s)
         by_strength[s] = {"pairs": k, "accuracy": table[f"|{s}|"]}
-    table["Overall"] = _pct(sum(good), len(kept))
+    table["Overall"] = pct(sum(good), len(kept))
     others = sorted({r["domain"] for r in kept} - set(HELPSTEER3_DOMAINS))
     result = BenchResult(
         bench="helpsteer3",
@@ -321,11 +327,19 @@ def helpsteer3_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
             "excluded_ties": len(rows) - len(kept),
             "pairs": len(kept),
             "correct": sum(good),
-            "score_ties": sum(r["score_1"] == r["score_2"] for r in kept),
+            "score_ties": sum(r["reward_1"] == r["reward_2"] for r in kept),
             "per_domain": per,
             "per_strength": by_strength,
         },
     )
+    absent = [d for d in HELPSTEER3_DOMAINS if not per[d]["pairs"]]
+    if absent and kept:
+        result.marks["Overall"] = INCOMPLETE
+        result.warnings.append(
+            f"HelpSteer3 domain(s) {', '.join(absent)} have no pairs: Overall is over "
+            f"{', '.join(sorted({r['domain'] for r in kept}))} only and is NOT comparable with "
+            "published HelpSteer3 numbers"
+        )
     if others:
         result.warnings.append(f"HelpSteer3 domains {others} count in Overall only")
     return result
@@ -334,45 +348,93 @@ def helpsteer3_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
 # --- RewardBench -----------------------------------------------------------------------------
 
 
+def rewardbench_sections(subset_acc: Mapping[str, float]) -> dict[str, float | None]:
+    """Section accuracies (fractions) as ``calculate_scores_per_section`` in allenai/reward-bench
+    computes them: the present subsets' accuracies weighted by `REWARDBENCH_EXAMPLE_COUNTS`.
+    A section with none of its subsets present is None (the official function reports 0)."""
+    out: dict[str, float | None] = {}
+    for section, subsets in REWARDBENCH_SECTIONS.items():
+        have = [s for s in subsets if s in subset_acc]
+        weight = sum(REWARDBENCH_EXAMPLE_COUNTS[s] for s in have)
+        out[section] = (
+            sum(subset_acc[s] * REWARDBENCH_EXAMPLE_COUNTS[s] for s in have) / weight if weight else None
+        )
+    return out
+
+
+def rewardbench_score(sections: Mapping[str, float | None], prior_sets: float | None) -> float | None:
+    """The leaderboard's overall score: the four sections weighted 2 each and Prior Sets 1 when
+    present (allenai/reward-bench ``analysis/get_benchmark_results.py``, a masked average, so an
+    absent value drops out with its weight)."""
+    parts = [(v, 2) for v in sections.values() if v is not None]
+    if prior_sets is not None:
+        parts.append((prior_sets, 1))
+    total = sum(w for _, w in parts)
+    return sum(v * w for v, w in parts) / total if total else None
+
+
 def rewardbench_metrics(rows: Sequence[Mapping[str, Any]]) -> BenchResult:
-    """RewardBench v1: subset accuracy = fraction with score_chosen > score_rejected (strict);
-    section = subsets' accuracies weighted by the official example counts; Score = mean of the
-    four sections. Missing subsets or sections are marked ``†`` and named in the warnings."""
+    """RewardBench v1: subset accuracy = fraction with reward_chosen > reward_rejected (strict);
+    section = subsets' accuracies weighted by the official example counts (`rewardbench_sections`);
+    Prior Sets = plain mean of the prior preference sets' accuracies when the rows hold any;
+    Score = `rewardbench_score`. A ``Prior Sets`` column appears only when prior-set rows are
+    present. Missing subsets or sections are marked ``†`` and named in the warnings."""
     n: dict[str, int] = {}
     ok: dict[str, int] = {}
     for r in rows:
         s = r["subset"]
         n[s] = n.get(s, 0) + 1
-        ok[s] = ok.get(s, 0) + (r["score_chosen"] > r["score_rejected"])
+        ok[s] = ok.get(s, 0) + (r["reward_chosen"] > r["reward_rejected"])
     subset_acc = {s: ok[s] / n[s] for s in n}
-    table: dict[str, float | None] = {}
+    sections = rewardbench_sections(subset_acc)
+    priors = [subset_acc[s] for s in REWARDBENCH_PRIOR_SETS if s in subset_acc]
+    prior = _mean(priors)
+    score = rewardbench_score(sections, prior)
+    table: dict[str, float | None] = {k: None if v is None else 100 * v for k, v in sections.items()}
+    columns = REWARDBENCH_COLUMNS
+    if prior is not None:
+        table["Prior Sets"] = 100 * prior
+        columns = (*REWARDBENCH_COLUMNS[:-1], "Prior Sets", "Score")
+    table["Score"] = None if score is None else 100 * score
     marks: dict[str, str] = {}
-    missing: list[str] = []
+    warnings: list[str] = []
+    missing = [s for subsets in REWARDBENCH_SECTIONS.values() for s in subsets if s not in subset_acc]
     for section, subsets in REWARDBENCH_SECTIONS.items():
-        have = [s for s in subsets if s in subset_acc]
-        missing += [s for s in subsets if s not in subset_acc]
-        w = sum(REWARDBENCH_EXAMPLE_COUNTS[s] for s in have)
-        table[section] = _pct(sum(subset_acc[s] * REWARDBENCH_EXAMPLE_COUNTS[s] for s in have), w)
-        if len(have) < len(subsets):
-            marks[section] = INCOMPLETE
-    sections = [table[s] for s in REWARDBENCH_SECTIONS]
-    table["Score"] = _mean([v for v in sections if v is not None])
-    if marks:
-        marks["Score"] = INCOMPLETE
-    result = BenchResult(
+        if any(s not in subset_acc for s in subsets):
+            marks[section] = marks["Score"] = INCOMPLETE
+    if missing:
+        warnings.append(
+            f"RewardBench subset(s) {', '.join(missing)} MISSING: the sections marked {INCOMPLETE} "
+            "and Score are NOT comparable with published RewardBench numbers"
+        )
+    empty = [k for k, v in sections.items() if v is None]
+    if empty and rows:
+        warnings.append(
+            f"RewardBench section(s) {', '.join(empty)} have no pairs and are left out of Score "
+            "(allenai/reward-bench's calculate_scores_per_section would report them as 0)"
+        )
+    if priors and len(priors) < len(REWARDBENCH_PRIOR_SETS):
+        marks["Prior Sets"] = marks["Score"] = INCOMPLETE
+        absent = [s for s in REWARDBENCH_PRIOR_SETS if s not in subset_acc]
+        warnings.append(
+            f"RewardBench prior set(s) {', '.join(absent)} MISSING: Prior Sets is over the others"
+        )
+    known = {*REWARDBENCH_EXAMPLE_COUNTS, *REWARDBENCH_PRIOR_SETS}
+    unused_priors = sorted(set(n) & set(REWARDBENCH_OTHER_PRIOR_SETS))
+    if unused_priors:
+        warnings.append(
+            f"RewardBench prior set(s) {unused_priors} are reported per subset but are not part of "
+            "the leaderboard's Prior Sets average"
+        )
+    unknown = sorted(set(n) - known - set(REWARDBENCH_OTHER_PRIOR_SETS))
+    if unknown:
+        warnings.append(f"RewardBench subsets {unknown} are not in any section and were ignored")
+    return BenchResult(
         bench="rewardbench",
-        columns=REWARDBENCH_COLUMNS,
+        columns=columns,
         table=table,
         marks=marks,
         counts={"pairs": len(rows), "correct": sum(ok.values()), "per_subset": dict(sorted(n.items()))},
         details={"subset_accuracy": {s: 100 * a for s, a in sorted(subset_acc.items())}},
+        warnings=warnings,
     )
-    if missing:
-        result.warnings.append(
-            f"RewardBench subset(s) {', '.join(missing)} MISSING: the sections marked {INCOMPLETE} "
-            "and Score are NOT comparable with published RewardBench numbers"
-        )
-    unknown = sorted(set(n) - set(REWARDBENCH_EXAMPLE_COUNTS))
-    if unknown:
-        result.warnings.append(f"RewardBench subsets {unknown} are not in any section and were ignored")
-    return result

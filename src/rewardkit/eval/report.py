@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +54,37 @@ def fmt(value: float | None, mark: str = "") -> str:
     return MISSING if value is None else f"{value:.1f}{mark}"
 
 
+def cell(text: str) -> str:
+    """Text as one markdown table cell: a ``|`` in it (HelpSteer3's ``|2|``) would split it."""
+    return text.replace("|", "\\|")
+
+
+def union_columns(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """The columns of several runs of one benchmark, each in its place (RewardBench's Prior Sets
+    before Score, pair groups before Overall)."""
+    cols: list[str] = []
+    for r in reports:
+        at = -1  # a column new to the table goes right after its predecessor in its own run
+        for c in r["columns"]:
+            if c in cols:
+                at = cols.index(c)
+            else:
+                at += 1
+                cols.insert(at, c)
+    return cols
+
+
 def table_markdown(reports: Sequence[dict[str, Any]]) -> str:
-    """One markdown table, a row per run: ``| Model | <the benchmark's columns> |``."""
-    cols = reports[0]["columns"]
+    """One markdown table, a row per run: ``| Model | <the benchmark's columns> |``; a column
+    only some runs have (RewardBench's Prior Sets, pair groups) is ``—`` for the others."""
+    cols = union_columns(reports)
     lines = [
-        "| Model | " + " | ".join(cols) + " |",
+        "| Model | " + " | ".join(map(cell, cols)) + " |",
         "|:--|" + "--:|" * len(cols),
     ]
     for r in reports:
         cells = [fmt(r["table"].get(c), r.get("marks", {}).get(c, "")) for c in cols]
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {cell(r['label'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -98,7 +119,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append(f"- Wall time: {report['wall_s']:.1f} s")
     out.append(f"- Counts: `{json.dumps(report['counts'], sort_keys=True)}`")
     if report["bench"] == "rm-bench":
-        out += ["", *_rmbench_matrices(report)]
+        out += ["", *_rm_bench_matrices(report)]
     elif report["bench"] == "rewardbench":
         acc = report["details"].get("subset_accuracy", {})
         out += ["", "| Subset | Pairs | Accuracy |", "|:--|--:|--:|"]
@@ -106,7 +127,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _rmbench_matrices(report: dict[str, Any]) -> list[str]:
+def _rm_bench_matrices(report: dict[str, Any]) -> list[str]:
     agg = report["details"]["difficulty_agg"]
     how = "mean over domains (official)" if agg == "domain" else "one matrix over all prompts (pooled)"
     out = [f"Easy/Normal/Hard: {how}.", ""]
@@ -151,7 +172,7 @@ def plot_bars(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def plot_rmbench_heatmap(report: dict[str, Any], path: Path) -> Path:
+def plot_rm_bench_heatmap(report: dict[str, Any], path: Path) -> Path:
     """One 3×3 heatmap (chosen style × rejected style) per RM-Bench domain present."""
     plt = _pyplot()
     mats = report["details"]["matrices"]
@@ -179,7 +200,7 @@ def plot_compare(reports: Sequence[dict[str, Any]], path: Path) -> Path:
     groups = group_by_bench(reports)
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.4 * len(groups)), squeeze=False)
     for ax, runs in zip(axes[:, 0], groups.values(), strict=True):
-        cols = runs[0]["columns"]
+        cols = union_columns(runs)
         width = 0.8 / len(runs)
         for k, r in enumerate(runs):
             xs = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(cols))]
@@ -198,6 +219,13 @@ def plot_compare(reports: Sequence[dict[str, Any]], path: Path) -> Path:
 
 # --- files ------------------------------------------------------------------------------------
 
+MATRIX_PNG = "rm-bench-matrix.png"
+
+
+def report_file_names(benches: Iterable[str]) -> list[str]:
+    """Every file name `write_report` may write, for runs of these benchmarks."""
+    return ["report.json", "report.md", *(f"{b}.png" for b in benches), MATRIX_PNG]
+
 
 def write_report(out_dir: Path, report: dict[str, Any], *, plots: bool = True) -> list[Path]:
     """Writes ``report.json``, ``report.md`` and (with ``plots``) PNGs into ``out_dir``."""
@@ -208,7 +236,7 @@ def write_report(out_dir: Path, report: dict[str, Any], *, plots: bool = True) -
     if plots:
         written.append(plot_bars(report, out_dir / f"{report['bench']}.png"))
         if report["bench"] == "rm-bench" and report["details"]["matrices"]:
-            written.append(plot_rmbench_heatmap(report, out_dir / "rm-bench-matrix.png"))
+            written.append(plot_rm_bench_heatmap(report, out_dir / MATRIX_PNG))
     return written
 
 

@@ -8,7 +8,8 @@ Layouts read:
 - original repository: ``data/<domain>_filtered.json`` per domain (``chat``, ``code``, ``math``,
   ``safety-refuse``, ``safety-response``), integer ids; the domain comes from the file name.
 
-Score row: ``{"id", "domain", "scores_chosen": [3 floats], "scores_rejected": [3 floats]}``.
+Score row: ``{"id", "domain", "reward_chosen": [3 floats], "reward_rejected": [3 floats]}``
+(older files: ``scores_chosen``/``scores_rejected``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rewardkit.eval.base import (
     read_rows,
     take,
 )
-from rewardkit.eval.metrics import BenchResult, rmbench_metrics
+from rewardkit.eval.metrics import BenchResult, rm_bench_metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,11 @@ class RMBench(Benchmark):
     title = "RM-Bench"
     hub_id = "THU-KEG/RM-Bench"
     meta_fields: ClassVar[dict[str, FieldKind]] = {"id": "id", "domain": "str"}
-    score_fields: ClassVar[dict[str, FieldKind]] = {"scores_chosen": "float3", "scores_rejected": "float3"}
+    score_fields: ClassVar[dict[str, FieldKind]] = {"reward_chosen": "float3", "reward_rejected": "float3"}
+    legacy_fields: ClassVar[dict[str, str]] = {
+        "reward_chosen": "scores_chosen",
+        "reward_rejected": "scores_rejected",
+    }
 
     def load(self, data: str | Path | None, opts: EvalOptions) -> Loaded:
         if data is None:
@@ -120,7 +125,7 @@ class RMBench(Benchmark):
             seen.add(it.meta["id"])
 
     def scores_of(self, rewards: Sequence[float]) -> dict[str, Any]:
-        return {"scores_chosen": list(rewards[:3]), "scores_rejected": list(rewards[3:6])}
+        return {"reward_chosen": list(rewards[:3]), "reward_rejected": list(rewards[3:6])}
 
     def metrics(self, rows: Sequence[Mapping[str, Any]], opts: EvalOptions) -> BenchResult:
-        return rmbench_metrics(rows, difficulty_agg=opts.difficulty_agg)
+        return rm_bench_metrics(rows, difficulty_agg=opts.difficulty_agg)
