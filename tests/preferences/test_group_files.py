@@ -187,8 +187,12 @@ def test_skipped_records_keep_rows_and_records_together(tiny_model_dir: Path, ti
         assert row["rewards"] == pytest.approx(want, abs=ATOL)
 
 
-def test_refuses_other_records_and_stdin(tiny_rm, tmp_path) -> None:
+def test_refuses_other_records_and_stdin(tiny_rm, tmp_path, capsys) -> None:
     convs = write_jsonl(tmp_path / "convs.jsonl", [{"prompt": "q", "response": "a"}])
+    # The command checks its input before loading the model (here, one that does not exist).
+    cmd = ["pairs", str(convs), "-o", str(tmp_path / "out.jsonl"), "-m", str(tmp_path / "no-model")]
+    assert main(cmd) == 2
+    assert "convs.jsonl:1: expected" in capsys.readouterr().err
     with pytest.raises(InputError, match="found a conversation record"):
         best_of_n_file(tiny_rm, convs, tmp_path / "out.jsonl")
     assert not default_scores_path(tmp_path / "out.jsonl").exists()

@@ -13,6 +13,7 @@ from rewardkit._lazy import lazy_exports
 _EXPORTS = {
     "GroupsSummary": "rewardkit.preferences.files",
     "best_of_n_file": "rewardkit.preferences.files",
+    "check_inputs": "rewardkit.preferences.files",
     "pairs_file": "rewardkit.preferences.files",
     "read_scored_groups": "rewardkit.preferences.files",
     "score_groups": "rewardkit.preferences.files",

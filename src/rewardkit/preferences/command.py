@@ -114,8 +114,9 @@ def _summary(args: argparse.Namespace, s: GroupsSummary, what: str) -> int:
 
 
 def run_best_of_n(args: argparse.Namespace) -> int:
-    from rewardkit.preferences.files import best_of_n_file
+    from rewardkit.preferences.files import best_of_n_file, check_inputs
 
+    check_inputs(args.input, args.output, args.scores)  # before a model of minutes is loaded
     rm = model_options(args).load()
     progress = _Progress(args.no_progress)
     try:
@@ -128,7 +129,7 @@ def run_best_of_n(args: argparse.Namespace) -> int:
 
 
 def run_pairs(args: argparse.Namespace) -> int:
-    from rewardkit.preferences.files import pairs_file
+    from rewardkit.preferences.files import check_inputs, pairs_file
     from rewardkit.preferences.pairs import STRENGTH_MARGINS, PairOptions
 
     options = PairOptions(
@@ -137,6 +138,7 @@ def run_pairs(args: argparse.Namespace) -> int:
         format=args.format,
         strength_margins=tuple(args.strength_margins or STRENGTH_MARGINS),
     )
+    check_inputs(args.input, args.output, args.scores)
     rm = model_options(args).load()
     progress = _Progress(args.no_progress)
     try:

@@ -59,6 +59,21 @@ def _errors_path(scores: Path) -> Path:
     return scores.with_name(scores.name + ".errors.jsonl")
 
 
+def check_inputs(
+    input_path: str | Path, output_path: str | Path, scores_path: str | Path | None = None
+) -> Path:
+    """Checks the files of a best-of-N or pairs run before any model is loaded; returns the
+    score file's path.
+
+    Raises:
+        RewardkitError: stdin/stdout, the same file twice, or an input of other records.
+    """
+    scores = Path(scores_path) if scores_path is not None else default_scores_path(output_path)
+    _check_paths(input_path, output_path, scores)
+    _check_groups(input_path)
+    return scores
+
+
 def _check_paths(input_path: str | Path, output_path: str | Path, scores: Path) -> None:
     if str(input_path) == STDIO:
         raise RewardkitError("INPUT is read twice (to score, then to build rows): give a file, not stdin")
@@ -98,13 +113,13 @@ def score_groups(
     progress: Callable[[int, int], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> ScoreSummary:
-    """Stage 1: every group of ``input_path`` scored into the resumable ``scores_path``.
+    """Stage 1: every group of ``input_path`` scored into the resumable ``scores_path`` (checked
+    with `check_inputs` first).
 
     Invalid records skipped under ``on_error="skip"`` are listed in
     ``SCORES.errors.jsonl``, which `read_scored_groups` reads to pair records with rows.
     """
     scores = Path(scores_path)
-    _check_groups(input_path)
     errors = _errors_path(scores)
     errors.unlink(missing_ok=True)  # rewritten by this run when it skips records
     return score_file(
@@ -183,8 +198,7 @@ def _run(
     build: Callable[[ResponseGroup, dict], list[dict[str, Any]]],
     **scoring: Any,
 ) -> GroupsSummary:
-    scores = Path(scores_path) if scores_path is not None else default_scores_path(output_path)
-    _check_paths(input_path, output_path, scores)
+    scores = check_inputs(input_path, output_path, scores_path)
     summary = score_groups(rm, input_path, scores, **scoring)
     groups = 0
 
