@@ -16,7 +16,7 @@ import torch
 from rewardkit.api import RewardModel
 from rewardkit.engine.batching import PackedBatch
 from rewardkit.engine.engine import Forward, ScoringEngine
-from rewardkit.models.tiny import save_tiny_reward_model
+from rewardkit.models.tiny import byte_tokenizer, save_tiny_reward_model, tiny_causal_lm
 
 # Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP spin-waiting
 # makes them about 10x slower.
@@ -35,6 +35,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_reward_model(tmp_path_factory.mktemp("tiny-llama"), arch="llama", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2ForCausalLM (no reward head) with the byte tokenizer and ChatML: a base
+    model to train into a reward model, or a policy to train with RL."""
+    out = tmp_path_factory.mktemp("tiny-lm")
+    tok = byte_tokenizer()
+    tiny_causal_lm(vocab_size=len(tok), max_positions=512).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardkit.data.conversation import Conversation, PreferencePair
+from rewardkit.data.conversation import Conversation, PreferencePair, ResponseGroup
 from rewardkit.data.formats import parse_record
 from rewardkit.data.io import read_records
 
@@ -206,3 +206,57 @@ def test_example_files_are_valid() -> None:
         loaded = read_records(path)
         assert loaded.errors == [], path
         assert loaded.records, path
+
+
+def test_response_group_records() -> None:
+    rec = parse_record({"id": "g", "prompt": "What is 1+1?", "responses": ["1+1=2", "1+1=3"]})
+    assert isinstance(rec, ResponseGroup)
+    assert rec.id == "g" and len(rec) == 2 and not rec.conversational
+    assert [c.to_dicts() for c in rec.conversations()] == [
+        [U, A],
+        [U, {"role": "assistant", "content": "1+1=3"}],
+    ]
+    # Context as messages (under "prompt" or "messages"), responses as strings or message lists.
+    for key in ("prompt", "messages"):
+        rec = parse_record({key: [S, U], "responses": ["1+1=2", [A]]})
+        assert isinstance(rec, ResponseGroup) and rec.conversational
+        assert [c.to_dicts() for c in rec.conversations()] == [[S, U, A], [S, U, A]]
+    # One string response given as a message list makes the record conversational too.
+    assert parse_record(
+        {"prompt": "q", "responses": ["a", [{"role": "assistant", "content": "b"}]]}
+    ).conversational
+
+
+BAD_GROUPS = [
+    ({"prompt": "q", "responses": []}, "responses", "no responses"),
+    ({"prompt": "q", "responses": "a"}, "responses", "expected a list of responses"),
+    ({"prompt": "q", "responses": ["a", " "]}, "responses[1]", "response is empty"),
+    ({"prompt": "q", "responses": ["a", None]}, "responses[1]", "missing"),
+    (
+        {"prompt": "q", "responses": ["a", [A, U]]},
+        "responses[1][1].role",
+        "last message must be the assistant",
+    ),
+    (
+        {"prompt": "q", "responses": ["a", [{"role": "bot", "content": "x"}]]},
+        "responses[1][0].role",
+        "role must",
+    ),
+    ({"prompt": [U, A], "responses": ["a"]}, "prompt", "must end with a user turn"),
+    ({"messages": [U, S], "responses": ["a"]}, "messages[1].role", "system message is allowed only first"),
+    ({"responses": ["a"]}, "prompt", "got neither"),
+    ({"prompt": "q", "messages": [U], "responses": ["a"]}, "prompt", "both 'prompt' and 'messages'"),
+]
+
+
+@pytest.mark.parametrize(("record", "field", "words"), BAD_GROUPS)
+def test_response_group_errors_name_the_field(tmp_path: Path, record: dict, field: str, words: str) -> None:
+    path = tmp_path / "groups.jsonl"
+    path.write_text(
+        json.dumps({"prompt": "q", "responses": ["a"]}) + "\n" + json.dumps(record) + "\n", "utf-8"
+    )
+    loaded = read_records(path)
+    assert [n for n, _ in loaded.records] == [1]
+    (err,) = loaded.errors
+    assert (err.line, err.field) == (2, field)
+    assert words in err.message

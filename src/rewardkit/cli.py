@@ -13,12 +13,20 @@ from rewardkit import __version__
 from rewardkit.errors import RewardkitError
 from rewardkit.eval import command as eval_command
 from rewardkit.models import command as models_command
+from rewardkit.preferences import command as preferences_command
 from rewardkit.scoring import command as score_command
 from rewardkit.server import command as serve_command
 from rewardkit.train import command as train_command
 
 # Each module's ``register(subparsers)`` adds its subcommands, in this order in ``--help``.
-COMMAND_MODULES = (score_command, serve_command, eval_command, train_command, models_command)
+COMMAND_MODULES = (
+    score_command,
+    preferences_command,
+    serve_command,
+    eval_command,
+    train_command,
+    models_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

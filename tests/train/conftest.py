@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardkit.models.tiny import byte_tokenizer, tiny_causal_lm
 from rewardkit.train import train
 
 GOOD, BAD = "abcde", "vwxyz"
@@ -56,16 +55,6 @@ def task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train[77]["overall_preference"] = 0
     val = [task_record(rng, 1000 + i) for i in range(64)]
     return {"train": write_jsonl(d / "train.jsonl", train), "val": write_jsonl(d / "val.jsonl", val)}
-
-
-@pytest.fixture(scope="session")
-def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2ForCausalLM (no reward head) with the byte tokenizer and ChatML."""
-    out = tmp_path_factory.mktemp("tiny-lm")
-    tok = byte_tokenizer()
-    tiny_causal_lm(vocab_size=len(tok), max_positions=512).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")

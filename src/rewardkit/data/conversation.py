@@ -1,4 +1,4 @@
-"""Conversations and preference pairs, validated on construction.
+"""Conversations, preference pairs and response groups, validated on construction.
 
 A reward is defined for a conversation whose last message is the assistant response being judged
 (the model card's contract); everything that reaches a model passes through these types.
@@ -162,3 +162,30 @@ class PreferencePair:
     @property
     def names(self) -> tuple[str, str]:
         return ("chosen", "rejected") if self.style == "chosen_rejected" else ("1", "2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResponseGroup:
+    """K responses to one context (best-of-N samples, RL rollouts), kept in the source's order.
+
+    Scored as one shared-prompt group: the context's tokens are computed once for all K.
+
+    Args:
+        context: the turns before each response (ends with a user turn).
+        responses: each response's turns (usually one assistant message).
+        conversational: whether the source gave the prompt or a response as a list of messages
+            (TRL's "conversational" format) rather than as plain strings ("standard"); outputs
+            built from the group (best response, preference pairs) use the same form.
+        id: the record's identifier, carried to outputs.
+    """
+
+    context: tuple[Message, ...]
+    responses: tuple[tuple[Message, ...], ...]
+    conversational: bool = False
+    id: str | None = None
+
+    def conversations(self) -> tuple[Conversation, ...]:
+        return tuple(Conversation(self.context + r, id=self.id) for r in self.responses)
+
+    def __len__(self) -> int:
+        return len(self.responses)

@@ -7,34 +7,39 @@ Supported (one JSON object per JSONL line, or one Parquet row):
 - ``{"prompt"?: str | messages, "chosen": str | messages, "rejected": str | messages}`` — TRL /
   OpenRLHF pairs (without ``prompt``, ``chosen`` and ``rejected`` are whole conversations);
 - ``{"context": [turns], "response1": str, "response2": str, "overall_preference": -3..3}`` —
-  HelpSteer3 preference.
+  HelpSteer3 preference;
+- ``{"prompt": str | messages, "responses": [str | messages, ...]}`` (or ``"messages"`` for the
+  context) — K responses to one prompt (best-of-N samples), scored as one shared-prompt group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from rewardkit.data.conversation import (
     Conversation,
     Message,
     PreferencePair,
+    ResponseGroup,
     check_turns,
     parse_messages,
 )
 from rewardkit.errors import InputError
 
-RecordKind = Literal["conversation", "pair"]
-Record = Conversation | PreferencePair
+RecordKind = Literal["conversation", "pair", "group"]
+Record = Conversation | PreferencePair | ResponseGroup
 
 SHAPES = (
     '{"messages": [...]}, {"prompt", "response"}, {"prompt", "chosen", "rejected"} or HelpSteer3 '
-    '{"context", "response1", "response2", "overall_preference"}'
+    '{"context", "response1", "response2", "overall_preference"} or {"prompt", "responses"}'
 )
 
 
 def record_kind(obj: Mapping[str, Any]) -> RecordKind:
     """Which shape a raw record has; raises InputError naming the keys it found."""
+    if "responses" in obj:
+        return "group"
     if "messages" in obj or "response" in obj:
         return "conversation"
     if ("chosen" in obj and "rejected" in obj) or ("response1" in obj and "response2" in obj):
@@ -129,8 +134,42 @@ def parse_pair(obj: Mapping[str, Any]) -> PreferencePair:
     )
 
 
+def parse_group(obj: Mapping[str, Any]) -> ResponseGroup:
+    """``{"prompt" | "messages": context, "responses": [response, ...]}``: K responses to one context.
+
+    The context is a string (one user turn) or a list of messages ending with a user turn; each
+    response a non-empty string (one assistant turn) or a list of messages.
+    """
+    rid = _record_id(obj)
+    keys = [k for k in ("prompt", "messages") if k in obj]
+    if len(keys) != 1:
+        found = "both 'prompt' and 'messages'" if keys else "neither"
+        raise InputError(
+            f"a 'responses' record needs its context as 'prompt' or 'messages', got {found}", field="prompt"
+        )
+    (key,) = keys
+    context = _prompt(obj[key], key)
+    raw = obj["responses"]
+    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
+        raise InputError(
+            f"expected a list of responses (strings or lists of messages), got {type(raw).__name__}",
+            field="responses",
+        )
+    if not raw:
+        raise InputError("no responses; expected at least one", field="responses")
+    responses = tuple(_response(r, f"responses[{i}]") for i, r in enumerate(raw))
+    for i, resp in enumerate(responses):
+        _joined(context, resp, f"responses[{i}]")
+    conversational = not isinstance(obj[key], str) or any(not isinstance(r, str) for r in raw)
+    return ResponseGroup(context=context, responses=responses, conversational=conversational, id=rid)
+
+
+_PARSERS = {"conversation": parse_conversation, "pair": parse_pair, "group": parse_group}
+
+
 def parse_record(obj: Any) -> Record:
-    """Turns one raw record (a decoded JSON object) into a Conversation or PreferencePair."""
+    """Turns one raw record (a decoded JSON object) into a Conversation, PreferencePair or
+    ResponseGroup."""
     if not isinstance(obj, Mapping):
         raise InputError(f"expected a JSON object, got {type(obj).__name__}")
-    return parse_conversation(obj) if record_kind(obj) == "conversation" else parse_pair(obj)
+    return _PARSERS[record_kind(obj)](obj)
