@@ -147,11 +147,13 @@ def test_a_killed_run_resumes_and_writes_the_output_once(hooked_rm, tiny_rm, gro
     out = tmp_path / "pairs.jsonl"
     opts = PairOptions(pairs="all", format="helpsteer3")
     with pytest.raises(Killed):
-        pairs_file(hooked_rm(die_on_third), groups_file, out, options=opts, chunk_size=4)
+        pairs_file(
+            hooked_rm(die_on_third), groups_file, out, options=opts, window_tokens=1
+        )  # a record a window
     assert not out.exists()  # nothing is written before every group is scored
     partial = len(read_jsonl(default_scores_path(out)))
     assert 0 < partial < 24
-    summary = pairs_file(tiny_rm, groups_file, out, options=opts, chunk_size=4)
+    summary = pairs_file(tiny_rm, groups_file, out, options=opts, window_tokens=1)
     assert (summary.scoring.resumed, summary.scoring.rows, summary.groups) == (partial, 24 - partial, 24)
     fresh = tmp_path / "fresh.jsonl"
     pairs_file(tiny_rm, groups_file, fresh, options=opts)

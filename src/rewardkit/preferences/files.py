@@ -109,7 +109,7 @@ def score_groups(
     *,
     on_error: OnError = "raise",
     overwrite: bool = False,
-    chunk_size: int = 2048,
+    window_tokens: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> ScoreSummary:
@@ -129,7 +129,7 @@ def score_groups(
         on_error=on_error,
         error_file=errors,
         overwrite=overwrite,
-        chunk_size=chunk_size,
+        window_tokens=window_tokens,
         progress=progress,
         on_start=on_start,
     )
@@ -229,7 +229,7 @@ def best_of_n_file(
         output_path: the JSONL output, written atomically once complete.
         scores_path: the resumable score file (default ``OUT.scores.jsonl``).
         with_response: add the best response itself, in the form the input gave it.
-        **scoring: `score_groups` options (``on_error``, ``overwrite``, ``chunk_size``,
+        **scoring: `score_groups` options (``on_error``, ``overwrite``, ``window_tokens``,
             ``progress``, ``on_start``).
     """
 
