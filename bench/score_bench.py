@@ -42,12 +42,13 @@ from rewardkit.data.conversation import Conversation  # noqa: E402
 from rewardkit.engine.engine import ScoringEngine  # noqa: E402
 
 
-def write_rmbench(data: Path, path: Path) -> list[Conversation]:
-    """Every RM-Bench conversation, in file order, as ``{"id", "messages"}`` JSONL."""
+def write_rmbench(data: Path, path: Path, limit: int | None = None) -> list[Conversation]:
+    """Every RM-Bench conversation (of the first ``limit`` prompts of each file), in file order,
+    as ``{"id", "messages"}`` JSONL."""
     convs = []
     with open(path, "w", encoding="utf-8") as f:
         for file in sorted(data.glob("*.json")):
-            for r in json.loads(file.read_text()):
+            for r in json.loads(file.read_text())[:limit]:
                 for k, resp in enumerate([*r["chosen"], *r["rejected"]]):
                     conv = Conversation.from_prompt(r["prompt"], resp)
                     convs.append(conv)
@@ -62,6 +63,7 @@ def save_checkpoint(size: str, tokenizer: Path, out: Path, device: str) -> None:
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     cfg = common.config(size, num_labels=1, pad_token_id=tok.pad_token_id, max_position_embeddings=32768)
+    cfg.vocab_size = max(cfg.vocab_size, len(tok))  # the smoke-test shape's vocabulary is too small
     with torch.device(device):
         model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.bfloat16)
     for p in model.parameters():
@@ -100,6 +102,16 @@ def run_cli(args: list[str], *, env: dict[str, str], label: str) -> dict:
     return out
 
 
+def timed(fn):
+    """``(fn(), seconds)``, with the GPU's queued work finished on both sides."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    r = fn()
+    sync()
+    return r, time.perf_counter() - t
+
+
 def rewards(path: Path) -> list[float]:
     return [json.loads(x)["reward"] for x in path.read_text().splitlines()]
 
@@ -111,6 +123,7 @@ def main() -> None:
     ap.add_argument("--size", choices=sorted(common.SHAPES), default="7b")
     ap.add_argument("--devices", default=None, help="also run --devices with these GPUs, e.g. 0,1")
     ap.add_argument("--card-n", type=int, default=256, help="conversations in the card loop's sample")
+    ap.add_argument("--limit", type=int, default=None, help="prompts per RM-Bench file (smoke runs)")
     ap.add_argument("--work", default="/tmp/score-bench")
     ap.add_argument("--skip", nargs="*", default=[], help="runs to leave out: cold warm eager devices")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -121,7 +134,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     t0 = time.perf_counter()
-    convs = write_rmbench(Path(a.data), work / "data.jsonl")
+    convs = write_rmbench(Path(a.data), work / "data.jsonl", a.limit)
     ckpt = work / "ckpt"
     save_checkpoint(a.size, Path(a.tokenizer), ckpt, device)
     print(
@@ -166,13 +179,13 @@ def main() -> None:
     floor_s = anchor_hf.flops(rm.model, rm.model.config, seqs) / peak
     step = max(1, len(seqs) // a.card_n)
     sample = list(range(0, len(seqs), step))[: a.card_n]
-    card, card_s = anchor_hf.timed(lambda: anchor_hf.run_seed(rm.model, [seqs[i] for i in sample]))
+    card, card_s = timed(lambda: anchor_hf.run_seed(rm.model, [seqs[i] for i in sample]))
     card_tokens = sum(len(seqs[i]) for i in sample)
     engines = {}
     for name, compiled in (("eager", False), ("compiled", True)):
         eng = ScoringEngine(rm.model, compile=compiled)
         eng.score_ids(ids[:64])  # warm-up (and compilation)
-        got, secs = anchor_hf.timed(lambda eng=eng: eng.score_ids(ids))
+        got, secs = timed(lambda eng=eng: eng.score_ids(ids))
         engines[name] = {"seconds": secs, "tokens_per_s": tokens / secs, "rewards": got}
     best = engines["compiled"]
     ref = best["rewards"]
