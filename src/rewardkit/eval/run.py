@@ -23,9 +23,10 @@ from rewardkit.eval.rewardbench import RewardBench
 from rewardkit.eval.rm_bench import RMBench
 from rewardkit.models.templating import Encoded
 from rewardkit.nested import flatten, split
+from rewardkit.scoring.pipeline import compact, default_window_tokens, score_window, windows
 
 if TYPE_CHECKING:
-    from rewardkit.api import RewardModel
+    from rewardkit.api import RewardModel, Scored
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ def score_items(
     on_start: Callable[[int], None] | None = None,
 ) -> ScoredItems:
     """Tokenizes every conversation of every item with the model's template and length policy,
-    then scores them all in one engine call (so the engine packs and length-sorts them).
+    then scores them through the scoring pipeline's windows (`rewardkit.scoring.pipeline`): each
+    window is one engine call over length-sorted batches, each item's conversations one
+    shared-prompt group (RM-Bench: 6 responses per prompt; pairs: 2).
 
     Args:
         on_start: called with the number of conversations about to be scored.
@@ -90,19 +93,19 @@ def score_items(
     Raises:
         RewardkitError: some item cannot be scored and ``on_error`` is ``raise``; lists them.
     """
-    # 1. Tokenize everything at once; over-long conversations come back as InputErrors.
+    # 1. Tokenize everything (as compact arrays); over-long conversations come back as InputErrors.
     flat_convs, sizes = flatten(it.conversations for it in items)
     per_item: list[list[Encoded | InputError]] = split(rm.encode(flat_convs), sizes)
-    # 2. Set aside the items that cannot be scored.
-    good: list[tuple[Item, list[Encoded]]] = []
+    # 2. Set aside the items that cannot be scored, before anything is scored.
+    good: list[tuple[int, list[Encoded]]] = []
     skipped: list[dict[str, Any]] = []
-    for it, encs in zip(items, per_item, strict=True):
+    for i, (it, encs) in enumerate(zip(items, per_item, strict=True)):
         bad = [(k, e) for k, e in enumerate(encs) if isinstance(e, InputError)]
         if bad:
             k, e = bad[0]
             skipped.append({**it.meta, "conversation": k, "error": e.message})  # type: ignore[union-attr]
         else:
-            good.append((it, encs))  # type: ignore[arg-type]
+            good.append((i, [compact(e) for e in encs]))  # type: ignore[arg-type]
     if skipped and on_error == "raise":
         shown = listed(
             [f"{_item_label(s)} (conversation {s['conversation']}): {s['error']}" for s in skipped]
@@ -116,20 +119,21 @@ def score_items(
         log.warning(
             "%d %s item(s) cannot be scored and are left out of the metrics", len(skipped), bench.name
         )
-    # 3. One scoring call for all conversations; each item's responses share their prompt, which
-    # is computed once (RM-Bench: 6 responses per prompt; pairs: 2).
-    flat, sizes = flatten(encs for _, encs in good)
+    # 3. Score window by window, in item order.
     if on_start is not None:
-        on_start(len(flat))
-    scored = rm.score_encoded(flat, group_sizes=sizes, progress=progress)
+        on_start(sum(len(encs) for _, encs in good))
     rows = []
+    scored: list[Scored] = []
     trunc_items = 0
-    for (it, _), mine in zip(good, split(scored, sizes), strict=True):
-        rows.append(bench.row(it, [s.reward for s in mine]))
-        trunc_items += any(s.truncated_tokens > 0 for s in mine)
+    for window in windows(good, max_tokens=default_window_tokens(rm)):
+        for i, mine in score_window(rm, window, progress):
+            assert not isinstance(mine, InputError)  # set aside above
+            rows.append(bench.row(items[i], [s.reward for s in mine]))
+            trunc_items += any(s.truncated_tokens > 0 for s in mine)
+            scored.extend(mine)
     return ScoredItems(
         rows=rows,
-        conversations=len(flat),
+        conversations=len(scored),
         tokens=sum(s.num_tokens for s in scored),
         truncated_items=trunc_items,
         truncated_conversations=sum(s.truncated_tokens > 0 for s in scored),
