@@ -17,6 +17,7 @@ bottom right (the last query sees every key):
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,31 @@ class KeyPlan:
     cache: LayerKV | None = None
 
 
+# Padded scores (batch · heads · queries · keys) one SDPA call may hold on the CPU path.
+_MAX_PADDED_SCORES = 1 << 24
+
+
+def _buckets(lq: list[int], lk: list[int], heads: int) -> list[list[int]]:
+    """Groups segments of similar key length, so that padding each group to its longest adds at
+    most a quarter to its attention work and stays under `_MAX_PADDED_SCORES`."""
+    order = sorted(range(len(lq)), key=lambda i: (-lk[i], -lq[i]))
+    buckets: list[list[int]] = []
+    cur: list[int] = []
+    work = 0
+    for i in order:
+        if cur:
+            n, mq, mk = len(cur) + 1, max(lq[j] for j in (*cur, i)), lk[cur[0]]
+            padded = n * mq * mk
+            if padded > 1.25 * (work + lq[i] * lk[i]) + 4096 or padded * heads > _MAX_PADDED_SCORES:
+                buckets.append(cur)
+                cur, work = [], 0
+        cur.append(i)
+        work += lq[i] * lk[i]
+    if cur:
+        buckets.append(cur)
+    return buckets
+
+
 def _segments_sdpa(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -86,27 +112,72 @@ def _segments_sdpa(
     cu_k: torch.Tensor,
     scale: float | None,
 ) -> torch.Tensor:
-    """Reference-equivalent path (CPU, or GPUs without flash varlen): one SDPA per segment."""
+    """Reference-equivalent path (CPU, or GPUs without flash varlen): the segments padded into a
+    few batches of similar lengths, one SDPA call each (a per-segment loop costs a call per
+    conversation per layer)."""
     out = torch.empty_like(q)  # (T, H, hd)
     bq, bk = cu_q.tolist(), cu_k.tolist()
-    for i in range(len(bq) - 1):
-        (qs0, qs1), (ks0, ks1) = (bq[i], bq[i + 1]), (bk[i], bk[i + 1])
-        # A leading batch dimension keeps CPU SDPA on its fast path (3-D inputs with GQA are ~10x slower).
-        qs, ks, vs = q[None, qs0:qs1], k[None, ks0:ks1], v[None, ks0:ks1]
-        lq, lk = qs1 - qs0, ks1 - ks0
-        # Bottom-right causal: query i sees keys j <= i + (lk - lq); is_causal is top-left aligned.
-        mask = None if lq == lk else torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+    lq = [b - a for a, b in itertools.pairwise(bq)]
+    lk = [b - a for a, b in itertools.pairwise(bk)]
+    for seg in _buckets(lq, lk, q.shape[1]):
+        if len(seg) == 1:  # one segment: no padding, and plain causal when square
+            (i,) = seg
+            qs, ks, vs = q[None, bq[i] : bq[i + 1]], k[None, bk[i] : bk[i + 1]], v[None, bk[i] : bk[i + 1]]
+            mask = None if lq[i] == lk[i] else _bottom_right(lq[i], lk[i], q.device)[None]
+            o = F.scaled_dot_product_attention(
+                qs.transpose(1, 2),
+                ks.transpose(1, 2),
+                vs.transpose(1, 2),
+                attn_mask=mask,
+                is_causal=mask is None,
+                scale=scale,
+                enable_gqa=True,
+            )  # (1, H, lq, hd)
+            out[bq[i] : bq[i + 1]] = o[0].transpose(0, 1)
+            continue
+        mq, mk = max(lq[i] for i in seg), max(lk[i] for i in seg)
+        # (segment, position) of every real query and key, and where it sits in the stream.
+        qb, qp, qt = _scatter_index([lq[i] for i in seg], [bq[i] for i in seg], q.device)
+        kb, kp, kt = _scatter_index([lk[i] for i in seg], [bk[i] for i in seg], q.device)
+        pad_q = q.new_zeros(len(seg), mq, *q.shape[1:])
+        pad_k = k.new_zeros(len(seg), mk, *k.shape[1:])
+        pad_v = v.new_zeros(len(seg), mk, *v.shape[1:])
+        pad_q[qb, qp] = q[qt]
+        pad_k[kb, kp] = k[kt]
+        pad_v[kb, kp] = v[kt]
+        # Bottom-right causal within each segment's own lengths; padded keys never seen.
+        shift = torch.tensor([lk[i] - lq[i] for i in seg], device=q.device)[:, None, None]
+        rows = torch.arange(mq, device=q.device)[None, :, None]
+        cols = torch.arange(mk, device=q.device)[None, None, :]
+        key_len = torch.tensor([lk[i] for i in seg], device=q.device)[:, None, None]
+        mask = (cols <= rows + shift) & (cols < key_len)  # (B, mq, mk)
         o = F.scaled_dot_product_attention(
-            qs.transpose(1, 2),
-            ks.transpose(1, 2),
-            vs.transpose(1, 2),
-            attn_mask=mask,
-            is_causal=mask is None,
+            pad_q.transpose(1, 2),
+            pad_k.transpose(1, 2),
+            pad_v.transpose(1, 2),
+            attn_mask=mask[:, None],
             scale=scale,
             enable_gqa=True,
-        )  # (1, H, lq, hd)
-        out[qs0:qs1] = o[0].transpose(0, 1)
+        )  # (B, H, mq, hd)
+        out[qt] = o.transpose(1, 2)[qb, qp]
     return out
+
+
+def _bottom_right(lq: int, lk: int, device: torch.device) -> torch.Tensor:
+    """Causal mask aligned to the bottom right: query i sees keys j <= i + (lk - lq)."""
+    return torch.ones(lq, lk, dtype=torch.bool, device=device).tril(lk - lq)
+
+
+def _scatter_index(
+    lens: list[int], starts: list[int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For segments of ``lens`` starting at ``starts`` of a stream: each token's (segment,
+    position in it, index in the stream)."""
+    n = torch.tensor(lens, device=device)
+    seg = torch.repeat_interleave(torch.arange(len(lens), device=device), n)
+    first = torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+    pos = torch.arange(int(n.sum()), device=device) - first
+    return seg, pos, torch.repeat_interleave(torch.tensor(starts, device=device), n) + pos
 
 
 def varlen_attention_forward(
