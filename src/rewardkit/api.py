@@ -137,7 +137,7 @@ class RewardModel:
         name = str(model)
         dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
-        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev)
+        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev, option="--head-dtype")
         tok, template = load_tokenizer(
             name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
         )
