@@ -17,8 +17,10 @@ wording), so no validation prompt — nor any rewording of it — appears in tra
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,4 +125,70 @@ def write_splits(out_dir: str | Path, config: DemoDataConfig | None = None) -> d
     return paths
 
 
-__all__ = ["SKILLS", "SPLITS", "DemoDataConfig", "generate", "split_groups", "to_jsonl", "write_splits"]
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rewardkit.demo.generate [OUT_DIR]``: writes the two splits, prints their paths."""
+    defaults = DemoDataConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m rewardkit.demo.generate",
+        description="Writes the demo reward model's preference data (HelpSteer3-shaped JSONL): "
+        "OUT_DIR/train.jsonl and OUT_DIR/validation.jsonl. The same options write the same files.",
+    )
+    p.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        nargs="?",
+        default="demo-data",
+        help="output directory (default: ./demo-data)",
+    )
+    p.add_argument(
+        "--seed", type=int, metavar="N", default=defaults.seed, help="seed of everything random (default 0)"
+    )
+    p.add_argument(
+        "--train-pairs-per-skill",
+        type=int,
+        metavar="N",
+        default=defaults.train_pairs_per_skill,
+        help=f"training pairs per skill (default {defaults.train_pairs_per_skill})",
+    )
+    p.add_argument(
+        "--validation-pairs-per-skill",
+        type=int,
+        metavar="N",
+        default=defaults.validation_pairs_per_skill,
+        help=f"at most this many validation pairs per skill (default {defaults.validation_pairs_per_skill})",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        metavar="F",
+        default=defaults.validation_fraction,
+        help=f"share of each skill's prompt groups held out (default {defaults.validation_fraction})",
+    )
+    args = p.parse_args(argv)
+    try:
+        config = DemoDataConfig(
+            seed=args.seed,
+            train_pairs_per_skill=args.train_pairs_per_skill,
+            validation_pairs_per_skill=args.validation_pairs_per_skill,
+            validation_fraction=args.validation_fraction,
+        )
+    except ConfigError as e:
+        p.error(str(e))
+    for split, path in write_splits(args.out_dir, config).items():
+        print(f"{split}: {path}")
+    return 0
+
+
+__all__ = [
+    "SKILLS",
+    "SPLITS",
+    "DemoDataConfig",
+    "generate",
+    "main",
+    "split_groups",
+    "to_jsonl",
+    "write_splits",
+]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
