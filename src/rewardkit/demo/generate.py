@@ -125,9 +125,17 @@ def write_splits(out_dir: str | Path, config: DemoDataConfig | None = None) -> d
     return paths
 
 
+# The command line's options: DemoDataConfig field -> (type, metavar, help).
+_OPTIONS: dict[str, tuple[type, str, str]] = {
+    "seed": (int, "N", "seed of everything random"),
+    "train_pairs_per_skill": (int, "N", "training pairs per skill"),
+    "validation_pairs_per_skill": (int, "N", "at most this many validation pairs per skill"),
+    "validation_fraction": (float, "F", "share of each skill's prompt groups held out"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m rewardkit.demo.generate [OUT_DIR]``: writes the two splits, prints their paths."""
-    defaults = DemoDataConfig()
     p = argparse.ArgumentParser(
         prog="python -m rewardkit.demo.generate",
         description="Writes the demo reward model's preference data (HelpSteer3-shaped JSONL): "
@@ -140,38 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="demo-data",
         help="output directory (default: ./demo-data)",
     )
-    p.add_argument(
-        "--seed", type=int, metavar="N", default=defaults.seed, help="seed of everything random (default 0)"
-    )
-    p.add_argument(
-        "--train-pairs-per-skill",
-        type=int,
-        metavar="N",
-        default=defaults.train_pairs_per_skill,
-        help=f"training pairs per skill (default {defaults.train_pairs_per_skill})",
-    )
-    p.add_argument(
-        "--validation-pairs-per-skill",
-        type=int,
-        metavar="N",
-        default=defaults.validation_pairs_per_skill,
-        help=f"at most this many validation pairs per skill (default {defaults.validation_pairs_per_skill})",
-    )
-    p.add_argument(
-        "--validation-fraction",
-        type=float,
-        metavar="F",
-        default=defaults.validation_fraction,
-        help=f"share of each skill's prompt groups held out (default {defaults.validation_fraction})",
-    )
+    defaults = DemoDataConfig()
+    for name, (kind, metavar, text) in _OPTIONS.items():
+        default = getattr(defaults, name)
+        flag = f"--{name.replace('_', '-')}"
+        p.add_argument(flag, type=kind, metavar=metavar, default=default, help=f"{text} (default {default})")
     args = p.parse_args(argv)
     try:
-        config = DemoDataConfig(
-            seed=args.seed,
-            train_pairs_per_skill=args.train_pairs_per_skill,
-            validation_pairs_per_skill=args.validation_pairs_per_skill,
-            validation_fraction=args.validation_fraction,
-        )
+        config = DemoDataConfig(**{name: getattr(args, name) for name in _OPTIONS})
     except ConfigError as e:
         p.error(str(e))
     for split, path in write_splits(args.out_dir, config).items():
