@@ -13,10 +13,11 @@ How, without re-rendering once per dropped turn:
    sentinel as every content; the text between sentinels is the template's own (`content_spans`).
 3. Message ``i`` owns the tokens from the end of message ``i-1``'s content to the end of its own,
    so dropping turns ``1..d`` removes a prefix sum of token counts: the fewest turns to drop is a
-   binary search over those sums.
-4. Render and tokenize the truncated conversation (once, or twice when the template text around
-   the cut differs from the estimate by a constant, e.g. a default system prompt), then cut the
-   oldest kept content at the token boundary that makes it fit.
+   binary search over those sums. The conversation without them is rendered and tokenized, which
+   checks the estimate; when the template's own text makes it off by a constant (a default system
+   prompt that comes back, a trailer), the search runs once more with that correction.
+4. If even the fewest kept turns do not fit, render the short kept conversation and cut its oldest
+   content at the token boundary that makes it fit.
 
 Each step is one pass over the text, so 4,000 turns take as long as rendering them a few times.
 """
