@@ -134,7 +134,7 @@ def test_truncation_error_fails_and_writes_nothing(
     err = capsys.readouterr().err
     assert "2 invalid record(s); nothing was scored" in err
     assert f"{src}:3: field 'messages': conversation is " in err
-    assert f"{src}:5: field 'messages': conversation is " in err
+    assert f"{src}:5: field 'response': conversation is " in err  # a prompt/response record
     assert "over the maximum of 200; use --truncation left" in err
     assert not out.exists() and not (tmp_path / "out.jsonl.meta.json").exists()
 
@@ -155,11 +155,11 @@ def test_truncation_left_rows(
     assert (rows[3]["truncated_turns"], rows[3]["truncated_tokens"], rows[3]["num_tokens"]) == (2, 209, 300)
     # One user turn and the response: no turn can go, the oldest tokens are cut.
     assert (rows["long"]["truncated_turns"], rows["long"]["truncated_tokens"]) == (0, 207)
-    # A final turn longer than the limit is an error, never cut.
+    # A final turn (and system message) longer than the limit is an error, never cut.
     capsys.readouterr()
-    assert _score(src, *args, "--max-length", "250", "-o", tmp_path / "o2.jsonl") == 2
+    assert _score(src, *args, "--max-length", "280", "-o", tmp_path / "o2.jsonl") == 2
     err = capsys.readouterr().err
-    assert f"{src}:5: field 'messages[1].content': the final assistant turn alone is 289 tokens" in err
+    assert f"{src}:5: field 'response': the final assistant turn (276 tokens) is never truncated" in err
     assert ":3:" not in err
     assert not (tmp_path / "o2.jsonl").exists()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from rewardkit.data.conversation import Conversation, Message, PreferencePair
+from rewardkit.data.formats import as_pair
 from rewardkit.distributed import resolve_device
 from rewardkit.engine.engine import ProgressFn, ScoringEngine
 from rewardkit.errors import InputError
@@ -172,7 +173,7 @@ class RewardModel:
         name = str(model)
         dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
-        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev, flag="--head-dtype")
+        hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev, option="--head-dtype")
         chat = load_chat_tokenizer(
             name,
             revision=revision,
@@ -288,17 +289,45 @@ class RewardModel:
             InputError: a conversation is malformed or too long for the length policy; the
                 field names its index.
         """
+        return [s.reward for s in self._score_all(conversations, group_sizes, index=lambda i: i)]
+
+    def _score_all(
+        self,
+        conversations: Sequence[ConversationLike],
+        group_sizes: Sequence[int] | None,
+        *,
+        index: Callable[[int], int],
+    ) -> list[Scored]:
+        """`score_encoded` of every conversation; the first that cannot be scored raises, its field
+        prefixed with ``[index(i)]``."""
         encoded = self.encode(conversations)
         for i, e in enumerate(encoded):
             if isinstance(e, InputError):
-                raise InputError(e.message, field=f"[{i}].{e.field}" if e.field else f"[{i}]")
-        return [s.reward for s in self.score_encoded(encoded, group_sizes=group_sizes)]  # type: ignore[arg-type]
+                raise e.under(f"[{index(i)}]")
+        return self.score_encoded(encoded, group_sizes=group_sizes)  # type: ignore[arg-type]
 
     def score_groups(self, groups: Sequence[Sequence[ConversationLike]]) -> list[list[float]]:
         """Rewards for K responses per prompt, each group's shared prompt computed once."""
         flat, sizes = flatten(groups)
         return split(self.score(flat, group_sizes=sizes), sizes)
 
-    def score_pairs(self, pairs: Sequence[PreferencePair]) -> list[tuple[float, float]]:
-        """(reward of ``first``, reward of ``second``) per pair (scored as groups of two)."""
-        return [(a, b) for a, b in self.score_groups([p.conversations() for p in pairs])]
+    def score_pairs(self, pairs: Sequence[PreferencePair | Mapping[str, Any]]) -> list[tuple[float, float]]:
+        """(reward of ``first``, reward of ``second``) per pair (scored as groups of two).
+
+        Args:
+            pairs: `PreferencePair` objects or records: TRL's ``{"prompt", "chosen", "rejected"}``
+                (each a string or a list of messages; without ``prompt`` the two are whole
+                conversations) or HelpSteer3's (see `rewardkit.data.formats`).
+
+        Raises:
+            InputError: a malformed or over-long pair; the field names its index and side
+                (``[3].rejected``).
+        """
+        convs: list[Conversation] = []
+        for i, p in enumerate(pairs):
+            try:
+                convs.extend(as_pair(p).conversations())
+            except InputError as e:
+                raise e.under(f"[{i}]") from e
+        scored = self._score_all(convs, [2] * len(pairs), index=lambda i: i // 2)
+        return [(a.reward, b.reward) for a, b in zip(scored[::2], scored[1::2], strict=True)]

@@ -51,6 +51,8 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # huggingface_hub prints through a handler of its own: once is enough.
+    logging.getLogger("huggingface_hub").propagate = False
     if not verbose:  # weight-loading bars of a few seconds are noise next to ours
         from transformers.utils import logging as hf_logging
 

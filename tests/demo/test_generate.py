@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
 from rewardkit.data.conversation import PreferencePair
 from rewardkit.data.formats import parse_record
 from rewardkit.data.io import read_records
-from rewardkit.demo.generate import DemoDataConfig, generate, to_jsonl, write_splits
+from rewardkit.demo.generate import DemoDataConfig, generate, main, to_jsonl, write_splits
 from rewardkit.demo.skills import SKILLS, all_tasks
 from rewardkit.errors import ConfigError
 
@@ -103,3 +105,27 @@ def test_config_errors_name_every_option() -> None:
     with pytest.raises(ConfigError) as e:
         DemoDataConfig(train_pairs_per_skill=0, validation_fraction=1.5)
     assert "train_pairs_per_skill" in str(e.value) and "validation_fraction" in str(e.value)
+
+
+def test_module_command_line(tmp_path, capsys) -> None:
+    usage = subprocess.run(
+        [sys.executable, "-m", "rewardkit.demo.generate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert usage.stdout.startswith("usage: python -m rewardkit.demo.generate") and "OUT_DIR" in usage.stdout
+    out = tmp_path / "demo"
+    assert (
+        main(
+            [str(out), "--seed", "7", "--train-pairs-per-skill", "400", "--validation-pairs-per-skill", "60"]
+        )
+        == 0
+    )
+    assert (out / "train.jsonl").read_text() == to_jsonl(generate(SMALL)["train"])
+    assert f"validation: {out / 'validation.jsonl'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main([str(out), "--validation-fraction", "2"])
+    assert (
+        info.value.code == 2 and "validation_fraction must be in (0, 1), got 2.0" in capsys.readouterr().err
+    )

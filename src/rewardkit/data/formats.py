@@ -10,6 +10,10 @@ Supported (one JSON object per JSONL line, or one Parquet row):
   HelpSteer3 preference;
 - ``{"prompt": str | messages, "responses": [str | messages, ...]}`` (or ``"messages"`` for the
   context) — K responses to one prompt (best-of-N samples), scored as one shared-prompt group.
+
+Message content is a string or an OpenAI list of text parts (`content_text`). A record's problems
+are reported together, each naming its field. One file holds one `RecordKind`: the kinds are the
+shapes of output row (`SameKind`).
 """
 
 from __future__ import annotations
@@ -25,26 +29,67 @@ from rewardkit.data.conversation import (
     check_turns,
     parse_messages,
 )
-from rewardkit.errors import InputError
+from rewardkit.errors import InputError, InputErrors
 
-RecordKind = Literal["conversation", "pair", "group"]
+RecordKind = Literal["conversation", "pair", "helpsteer3", "group"]
 Record = Conversation | PreferencePair | ResponseGroup
 
 SHAPES = (
     '{"messages": [...]}, {"prompt", "response"}, {"prompt", "chosen", "rejected"} or HelpSteer3 '
     '{"context", "response1", "response2", "overall_preference"} or {"prompt", "responses"}'
 )
+KIND_NAMES: dict[RecordKind, str] = {
+    "conversation": 'a conversation ({"messages"} or {"prompt", "response"})',
+    "pair": 'a chosen/rejected pair ({"chosen", "rejected"})',
+    "helpsteer3": 'a HelpSteer3 pair ({"context", "response1", "response2", "overall_preference"})',
+    "group": 'a group of responses ({"prompt", "responses"})',
+}
 
 
 def record_kind(obj: Mapping[str, Any]) -> RecordKind:
-    """Which shape a raw record has; raises InputError naming the keys it found."""
+    """Which kind a raw record is; raises InputError naming the keys it found.
+
+    Records of one kind give the same output row (``reward``; ``reward_chosen``/``reward_rejected``;
+    ``reward_1``/``reward_2``; ``rewards``), so the two conversation shapes are one kind.
+    """
     if "responses" in obj:
         return "group"
     if "messages" in obj or "response" in obj:
         return "conversation"
-    if ("chosen" in obj and "rejected" in obj) or ("response1" in obj and "response2" in obj):
+    if "response1" in obj and "response2" in obj:
+        return "helpsteer3"
+    if "chosen" in obj and "rejected" in obj:
         return "pair"
     raise InputError(f"unrecognised record with keys {sorted(obj)}; expected one of {SHAPES}")
+
+
+def kind_of(record: Record) -> RecordKind:
+    """The `RecordKind` of a parsed record."""
+    if isinstance(record, Conversation):
+        return "conversation"
+    if isinstance(record, ResponseGroup):
+        return "group"
+    return "pair" if record.style == "chosen_rejected" else "helpsteer3"
+
+
+class SameKind:
+    """Checks that the records of one file are all of one kind (call it on each, in order)."""
+
+    def __init__(self, *, first: tuple[int, RecordKind] | None = None) -> None:
+        self.first = first  # (line, kind) of the file's first record, once seen
+
+    def __call__(self, line: int, record: Record) -> None:
+        """Raises InputError if ``record`` (at ``line``) is not the kind of the first record."""
+        kind = kind_of(record)
+        if self.first is None:
+            self.first = (line, kind)
+            return
+        first_line, first_kind = self.first
+        if kind != first_kind:
+            raise InputError(
+                f"this record is {KIND_NAMES[kind]} but line {first_line} is {KIND_NAMES[first_kind]}; "
+                "a file holds one kind of record: split it into one file per kind"
+            )
 
 
 def _record_id(obj: Mapping[str, Any]) -> str | None:
@@ -56,8 +101,12 @@ def _record_id(obj: Mapping[str, Any]) -> str | None:
     return str(rid)
 
 
-def _prompt(obj: Any, path: str) -> tuple[Message, ...]:
-    """A prompt given as a string (one user turn) or as a list of messages."""
+def _prompt(
+    obj: Any, path: str, *, missing: str = "expected a string or a list of messages"
+) -> tuple[Message, ...]:
+    """A prompt given as a string (one user turn) or as a list of messages; None is missing."""
+    if obj is None:
+        raise InputError(f"missing; {missing}", field=path)
     if isinstance(obj, str):
         if not obj.strip():
             raise InputError("prompt is empty", field=path)
@@ -90,18 +139,28 @@ def _joined(context: tuple[Message, ...], response: tuple[Message, ...], path: s
 
 
 def parse_conversation(obj: Mapping[str, Any]) -> Conversation:
-    rid = _record_id(obj)
+    """A ``messages`` or ``prompt``/``response`` record; every problem is reported."""
+    found = InputErrors()
+    rid = found.check(_record_id, obj)
     if "messages" in obj:
-        messages = parse_messages(obj["messages"], "messages")
-        check_turns(messages, "messages")
-        return Conversation(messages, id=rid)
-    if "prompt" not in obj:
-        raise InputError("missing; a 'response' record needs a 'prompt'", field="prompt")
-    prompt = _prompt(obj["prompt"], "prompt")
-    return Conversation(_joined(prompt, _response(obj["response"], "response"), "response"), id=rid)
+        messages = found.check(parse_messages, obj["messages"], "messages")
+        if messages is not None:
+            found.check(check_turns, messages, "messages")
+        found.raise_if_any()
+        return Conversation(messages, id=rid)  # type: ignore[arg-type]
+    prompt = found.check(_prompt, obj.get("prompt"), "prompt", missing="a 'response' record needs a 'prompt'")
+    response = found.check(_response, obj.get("response"), "response")
+    joined = None
+    if prompt is not None and response is not None:
+        joined = found.check(_joined, prompt, response, "response")
+    found.raise_if_any()
+    return Conversation(joined, id=rid, source_field="response")  # type: ignore[arg-type]
 
 
-def _preference(value: Any) -> float:
+def _preference(obj: Mapping[str, Any]) -> float:
+    if "overall_preference" not in obj:
+        raise InputError("missing; expected a number from -3 to 3", field="overall_preference")
+    value = obj["overall_preference"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(
             f"expected a number from -3 to 3, got {type(value).__name__}",
@@ -113,24 +172,33 @@ def _preference(value: Any) -> float:
 
 
 def parse_pair(obj: Mapping[str, Any]) -> PreferencePair:
-    rid = _record_id(obj)
+    """A chosen/rejected or HelpSteer3 record; every problem is reported."""
+    found = InputErrors()
+    rid = found.check(_record_id, obj)
     if "response1" in obj and "response2" in obj:
-        if "context" not in obj:
-            raise InputError("missing; HelpSteer3 records need 'context'", field="context")
-        context = _prompt(obj["context"], "context")
-        if "overall_preference" not in obj:
-            raise InputError("missing; expected a number from -3 to 3", field="overall_preference")
-        first, second = _response(obj["response1"], "response1"), _response(obj["response2"], "response2")
-        names, pref, style = ("response1", "response2"), _preference(obj["overall_preference"]), "helpsteer"
+        context = found.check(
+            _prompt, obj.get("context"), "context", missing="HelpSteer3 records need 'context'"
+        )
+        pref = found.check(_preference, obj)
+        names, style = ("response1", "response2"), "helpsteer"
         extra = {k: v for k, v in obj.items() if k in ("domain", "language")}
     else:
-        context = _prompt(obj["prompt"], "prompt") if obj.get("prompt") is not None else ()
-        first, second = _response(obj["chosen"], "chosen"), _response(obj["rejected"], "rejected")
+        context = found.check(_prompt, obj["prompt"], "prompt") if obj.get("prompt") is not None else ()
         names, pref, style, extra = ("chosen", "rejected"), -1.0, "chosen_rejected", {}
-    for name, resp in zip(names, (first, second), strict=True):
-        _joined(context, resp, name)
+    first, second = (found.check(_response, obj.get(name), name) for name in names)
+    if context is not None:
+        for name, resp in zip(names, (first, second), strict=True):
+            if resp is not None:
+                found.check(_joined, context, resp, name)
+    found.raise_if_any()
     return PreferencePair(
-        context=context, first=first, second=second, preference=pref, style=style, id=rid, extra=extra
+        context=context,  # type: ignore[arg-type]
+        first=first,  # type: ignore[arg-type]
+        second=second,  # type: ignore[arg-type]
+        preference=pref,  # type: ignore[arg-type]
+        style=style,  # type: ignore[arg-type]
+        id=rid,
+        extra=extra,
     )
 
 
@@ -164,7 +232,12 @@ def parse_group(obj: Mapping[str, Any]) -> ResponseGroup:
     return ResponseGroup(context=context, responses=responses, conversational=conversational, id=rid)
 
 
-_PARSERS = {"conversation": parse_conversation, "pair": parse_pair, "group": parse_group}
+_PARSERS = {
+    "conversation": parse_conversation,
+    "pair": parse_pair,
+    "helpsteer3": parse_pair,
+    "group": parse_group,
+}
 
 
 def parse_record(obj: Any) -> Record:
@@ -173,3 +246,20 @@ def parse_record(obj: Any) -> Record:
     if not isinstance(obj, Mapping):
         raise InputError(f"expected a JSON object, got {type(obj).__name__}")
     return _PARSERS[record_kind(obj)](obj)
+
+
+def as_pair(obj: PreferencePair | Mapping[str, Any]) -> PreferencePair:
+    """A `PreferencePair`, or one given as a record (TRL's ``{"prompt"?, "chosen", "rejected"}``,
+    each a string or a list of messages, or a HelpSteer3 record)."""
+    if isinstance(obj, PreferencePair):
+        return obj
+    if not isinstance(obj, Mapping):
+        raise InputError(
+            f'expected a PreferencePair or a {{"prompt", "chosen", "rejected"}} mapping, got {type(obj).__name__}'
+        )
+    kind = record_kind(obj)
+    if kind not in ("pair", "helpsteer3"):
+        raise InputError(
+            f'expected a pair ({{"prompt", "chosen", "rejected"}}), got {KIND_NAMES[kind]} with keys {sorted(obj)}'
+        )
+    return parse_pair(obj)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from rewardkit.data.formats import Record, parse_record
+from rewardkit.data.formats import Record, RecordKind, SameKind, kind_of, parse_record
 from rewardkit.errors import InputError, RewardkitError
 
 STDIO = "-"
@@ -175,39 +175,35 @@ def iter_records(
     path: str | Path,
     *,
     block: Block | None = None,
-    kind: tuple[int, type] | None = None,
+    kind: tuple[int, RecordKind] | None = None,
     source: str | None = None,
 ) -> Iterator[tuple[int, Record | InputError]]:
     """Yields ``(line, record)`` for every record, or ``(line, InputError)`` for an invalid one
-    (with file, line and field filled in). One file holds one kind of record: a record of another
-    kind than the first is an error.
+    (with file, line and field filled in). One file holds one kind of record (`SameKind`): a
+    record of another kind than the first is an error.
 
     Args:
         block: read only this block (see `index_blocks`).
-        kind: ``(line, type)`` of the file's first record, when reading a later block.
+        kind: ``(line, kind)`` of the file's first record (`first_record_kind`), when reading a
+            later block.
         source: how errors name the file (default: its path).
     """
     src = source or source_name(path)
+    same_kind = SameKind(first=kind)
     for n, obj in iter_raw(path, block=block, source=src):
         try:
             if isinstance(obj, InputError):
                 raise obj
             rec = parse_record(obj)
-            if kind is None:
-                kind = (n, type(rec))
-            elif type(rec) is not kind[1]:
-                raise InputError(
-                    f"record is a {type(rec).__name__} but line {kind[0]} is a "
-                    f"{kind[1].__name__}; one file holds one kind of record"
-                )
+            same_kind(n, rec)
             yield n, rec
         except InputError as e:
             yield n, e.locate(source=src, line=n)
 
 
-def first_record_kind(path: str | Path) -> tuple[int, type] | None:
-    """``(line, type)`` of the file's first valid record (what `iter_records` checks others by)."""
-    return next(((n, type(r)) for n, r in iter_records(path) if not isinstance(r, InputError)), None)
+def first_record_kind(path: str | Path) -> tuple[int, RecordKind] | None:
+    """``(line, kind)`` of the file's first valid record (what `iter_records` checks others by)."""
+    return next(((n, kind_of(r)) for n, r in iter_records(path) if not isinstance(r, InputError)), None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,8 +17,10 @@ wording), so no validation prompt — nor any rewording of it — appears in tra
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,4 +125,54 @@ def write_splits(out_dir: str | Path, config: DemoDataConfig | None = None) -> d
     return paths
 
 
-__all__ = ["SKILLS", "SPLITS", "DemoDataConfig", "generate", "split_groups", "to_jsonl", "write_splits"]
+# The command line's options: DemoDataConfig field -> (type, metavar, help).
+_OPTIONS: dict[str, tuple[type, str, str]] = {
+    "seed": (int, "N", "seed of everything random"),
+    "train_pairs_per_skill": (int, "N", "training pairs per skill"),
+    "validation_pairs_per_skill": (int, "N", "at most this many validation pairs per skill"),
+    "validation_fraction": (float, "F", "share of each skill's prompt groups held out"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rewardkit.demo.generate [OUT_DIR]``: writes the two splits, prints their paths."""
+    p = argparse.ArgumentParser(
+        prog="python -m rewardkit.demo.generate",
+        description="Writes the demo reward model's preference data (HelpSteer3-shaped JSONL): "
+        "OUT_DIR/train.jsonl and OUT_DIR/validation.jsonl. The same options write the same files.",
+    )
+    p.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        nargs="?",
+        default="demo-data",
+        help="output directory (default: ./demo-data)",
+    )
+    defaults = DemoDataConfig()
+    for name, (kind, metavar, text) in _OPTIONS.items():
+        default = getattr(defaults, name)
+        flag = f"--{name.replace('_', '-')}"
+        p.add_argument(flag, type=kind, metavar=metavar, default=default, help=f"{text} (default {default})")
+    args = p.parse_args(argv)
+    try:
+        config = DemoDataConfig(**{name: getattr(args, name) for name in _OPTIONS})
+    except ConfigError as e:
+        p.error(str(e))
+    for split, path in write_splits(args.out_dir, config).items():
+        print(f"{split}: {path}")
+    return 0
+
+
+__all__ = [
+    "SKILLS",
+    "SPLITS",
+    "DemoDataConfig",
+    "generate",
+    "main",
+    "split_groups",
+    "to_jsonl",
+    "write_splits",
+]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

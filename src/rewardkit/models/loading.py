@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import socket
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import jinja2
 import torch
 from transformers import (
     AutoConfig,
@@ -21,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rewardkit.errors import ConfigError, ModelError
+from rewardkit.errors import ConfigError, ModelError, RewardkitError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 _NO_LIMIT = 10**8
 SEQUENCE_CLASSIFICATION = "sequence-classification"
 _LM_LOGIT = re.compile(r"lm-logit:(\d+)")
+# How long to wait for the hub to accept a connection before treating it as unreachable.
+HUB_PROBE_TIMEOUT_S = 5.0
 
 
 def lm_logit_token(head: str) -> int | None:
@@ -97,17 +103,108 @@ def template_hash(template: str) -> str:
     return hashlib.sha256(template.encode("utf-8")).hexdigest()[:16]
 
 
-def resolve_dtype(dtype: str | None, device: torch.device, *, flag: str = "--dtype") -> torch.dtype:
-    """``auto`` is bf16 on GPU (as the card runs) and fp32 on CPU."""
+def resolve_dtype(dtype: str | None, device: torch.device, *, option: str = "--dtype") -> torch.dtype:
+    """``auto`` is bf16 on GPU (as the card runs) and fp32 on CPU; ``option`` names the flag in errors."""
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ConfigError(f"{flag} must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"{option} must be auto or one of {', '.join(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def hub_unreachable(endpoint: str, *, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub at ``endpoint`` cannot be reached (one TCP connection, through the proxy the
+    environment names for it), or None when it can."""
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname or "", proxy_url.port or 80
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port}: {e}"
+    return None
+
+
+def hub_files_only(name: str, revision: str | None = None) -> bool:
+    """Whether hub model ``name`` must load from the local cache only: decided once, before any
+    download, so that an offline machine fails at once instead of retrying every file for a minute.
+
+    Offline mode (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``) or an unreachable hub means the
+    cache; a model that is not cached then fails here.
+
+    Raises:
+        ModelError: ``name`` is not a valid hub id, or it is not cached and the hub cannot be used.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as e:
+        raise ModelError(f"--model {name!r} is neither a local directory nor a hub id: {e}") from e
+    cached = isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str)
+    where = (
+        f"not in the local hub cache ({constants.HF_HUB_CACHE}); download it where there is "
+        f"network (`hf download {name}`) or pass --model DIR"
+    )
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return True
+        raise ModelError(
+            f"offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE) and {name!r} is {where}"
+        )
+    reason = hub_unreachable(constants.ENDPOINT)
+    if reason is None:
+        return False
+    if cached:
+        log.warning(
+            "the hub at %s is unreachable (%s): loading %s from the local cache",
+            constants.ENDPOINT,
+            reason,
+            name,
+        )
+        return True
+    raise ModelError(f"cannot reach the hub at {constants.ENDPOINT} ({reason}), and {name!r} is {where}")
+
+
+def local_files_only(name: str, revision: str | None = None) -> bool:
+    """How ``from_pretrained`` must load ``name``: a local directory (no network: False), or a
+    hub id (`hub_files_only`).
+
+    Raises:
+        ModelError: ``name`` is an existing file or a missing path, or a hub id that cannot load.
+    """
+    path = Path(name)
+    if path.is_dir():
+        return False
+    if path.exists():
+        raise ModelError(
+            f"--model {name} is a file; pass the model's directory (with config.json, the "
+            "safetensors weights and the tokenizer) or a hub id"
+        )
+    if path.is_absolute() or name.startswith((".", "~")):
+        # A path, not a hub id: say so rather than report an invalid repository name.
+        raise ModelError(f"model directory not found: {name}")
+    return hub_files_only(name, revision)
+
+
+def _check_template(tok: PreTrainedTokenizerBase, source: str, error: type[RewardkitError]) -> None:
+    """Renders a two-turn conversation so that a broken template fails at load, naming its line."""
+    try:
+        tok.apply_chat_template(
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], tokenize=False
+        )
+    except jinja2.TemplateSyntaxError as e:
+        raise error(f"{source}: line {e.lineno}: {e.message}") from None
+    except jinja2.TemplateError as e:
+        raise error(f"{source} cannot render a user/assistant conversation: {e}") from None
 
 
 def load_tokenizer(
@@ -117,12 +214,18 @@ def load_tokenizer(
     chat_template: str | Path | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedTokenizerBase, str]:
-    """The checkpoint's own tokenizer and chat template (or the template file given)."""
-    if (Path(name).is_absolute() or name.startswith((".", "~"))) and not Path(name).exists():
-        # A path, not a hub id: say so rather than report an invalid repository name.
-        raise ModelError(f"model directory not found: {name}")
+    """The checkpoint's own tokenizer and chat template (or the template file given).
+
+    Raises:
+        ModelError: the model cannot be found (see `local_files_only`), has no chat template,
+            or its template does not render.
+        ConfigError: the ``chat_template`` file is missing or does not render (naming its line).
+    """
+    files_only = local_files_only(name, revision)
     try:
-        tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            name, revision=revision, trust_remote_code=trust_remote_code, local_files_only=files_only
+        )
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the tokenizer of {name!r}: {e}") from e
     if chat_template is not None:
@@ -130,14 +233,17 @@ def load_tokenizer(
         if not path.is_file():
             raise ConfigError(f"--chat-template: file not found: {path}")
         template = path.read_text(encoding="utf-8")
+        source, error = f"--chat-template {path}", ConfigError
     else:
         template = tok.chat_template
+        source, error = f"the chat template of {name!r}", ModelError
     if not isinstance(template, str) or not template.strip():
         raise ModelError(
             f"{name!r} has no chat template; pass --chat-template FILE (a Jinja template such as "
             "the model's tokenizer_config.json 'chat_template')"
         )
     tok.chat_template = template
+    _check_template(tok, source, error)
     return tok, template
 
 
@@ -224,9 +330,20 @@ def resolve_reward_head(name: str, config: PretrainedConfig, reward_head: str | 
     return head
 
 
-def load_hf_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+def load_hf_config(
+    name: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    files_only: bool | None = None,
+) -> Any:
+    """The checkpoint's ``config.json``; ``files_only`` as `local_files_only` decides by default."""
+    if files_only is None:
+        files_only = local_files_only(name, revision)
     try:
-        return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(
+            name, revision=revision, trust_remote_code=trust_remote_code, local_files_only=files_only
+        )
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the config of {name!r}: {e}") from e
 
@@ -320,14 +437,18 @@ def load_model(
             outputs and no ``output_index``.
         ConfigError: tensor parallel outside a process group, or shapes that do not split over it.
     """
-    config = load_hf_config(name, revision=revision, trust_remote_code=trust_remote_code)
+    files_only = local_files_only(name, revision)
+    config = load_hf_config(
+        name, revision=revision, trust_remote_code=trust_remote_code, files_only=files_only
+    )
     head, output_index = resolve_output(name, config, reward_head, output_index)
+    extra: dict[str, Any] = {"local_files_only": files_only}
     if tensor_parallel:
         from rewardkit.engine.tensor_parallel import sharding_options
 
-        extra = sharding_options(config)
+        extra.update(sharding_options(config))
     else:  # safetensors read straight onto the device
-        extra = {"device_map": str(device)}
+        extra["device_map"] = str(device)
     model = from_pretrained(
         name, config, head, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, **extra
     )

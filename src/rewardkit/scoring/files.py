@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from rewardkit.api import ModelOptions, RewardModel, load_chat_tokenizer
-from rewardkit.data.formats import Record
+from rewardkit.data.formats import Record, RecordKind
 from rewardkit.data.io import (
     STDIO,
     Block,
@@ -125,7 +125,7 @@ def error_file_path(output_path: str | Path, error_file: str | Path | None) -> P
 
 
 def record_units(
-    path: str | Path, *, source: str, block: Block | None = None, kind: tuple[int, type] | None = None
+    path: str | Path, *, source: str, block: Block | None = None, kind: tuple[int, RecordKind] | None = None
 ) -> Iterator[tuple[tuple[int, Record | None], UnitInput]]:
     """The records of a file (or of one block) as pipeline units keyed by ``(line, record)``;
     an invalid record is ``((line, None), InputError)``."""
@@ -162,7 +162,7 @@ def scan(
     *,
     source: str,
     block: Block | None = None,
-    kind: tuple[int, type] | None = None,
+    kind: tuple[int, RecordKind] | None = None,
     error_sink: IO[str] | None = None,
     keep_errors: int = MAX_LISTED_ERRORS,
     skip: int = 0,
@@ -350,7 +350,7 @@ def _score_rows(
     rm: RewardModel,
     path: Path,
     source: str,
-    kind: tuple[int, type] | None,
+    kind: tuple[int, RecordKind] | None,
     writer: Any,
     *,
     skip: int,

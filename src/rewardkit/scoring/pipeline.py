@@ -70,8 +70,8 @@ def tokenize_units(encode: Encode, units: Iterable[tuple[K, UnitInput]]) -> Iter
     """Tokenizes units in chunks of `TOKENIZE_CHUNK` (one batched tokenizer call each), with
     ``encode`` (`RewardModel.encode`, or a `ChatTokenizer`'s before the weights are loaded).
 
-    A unit whose conversation cannot be tokenized (too long for the length policy) becomes the
-    `InputError` of its first such conversation, with ``field`` relative to that conversation.
+    A unit whose conversations cannot be tokenized (too long for the length policy) becomes one
+    `InputError` listing each of them (the fields name the record's side, e.g. ``rejected``).
     """
     chunk: list[tuple[K, UnitInput]] = []
 
@@ -84,8 +84,8 @@ def tokenize_units(encode: Encode, units: Iterable[tuple[K, UnitInput]]) -> Iter
                 yield key, unit
                 continue
             encs = next(encoded)
-            bad = next((e for e in encs if isinstance(e, InputError)), None)
-            yield key, bad if bad is not None else [compact(e) for e in encs]  # type: ignore[arg-type]
+            bad = [e for e in encs if isinstance(e, InputError)]
+            yield key, InputError.combine(bad) if bad else [compact(e) for e in encs]  # type: ignore[arg-type]
         chunk.clear()
 
     for item in units:

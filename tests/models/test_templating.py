@@ -7,11 +7,14 @@ expected numbers below are worked by hand.
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
+from rewardkit.cli import main
 from rewardkit.data.conversation import Conversation
 from rewardkit.errors import InputError
 from rewardkit.models.templating import ChatTokenizer, Encoded
@@ -92,36 +95,46 @@ def test_truncation_left_drops_oldest_turns_keeping_system(tok) -> None:
     assert (len(enc.ids), enc.truncated_turns, enc.truncated_tokens) == (124, 1, 28)
 
 
-def test_truncation_left_then_tokens_never_the_final_turn(tok) -> None:
-    (enc,) = ChatTokenizer(tok, max_length=60, truncation="left").encode([LONG])
-    kept = _hf_ids(tok, [LONG.messages[0].to_dict(), *[m.to_dict() for m in LONG.messages[3:]]])
-    assert enc.ids == kept[-60:]  # oldest tokens cut after the whole turns went
-    assert (enc.truncated_turns, enc.truncated_tokens) == (2, FULL - 60)
-    final = _hf_ids(tok, [m.to_dict() for m in LONG.messages[-1:]])
-    assert len(final) == 43 and enc.ids[-43:] == final  # the final turn is whole
-    # Exactly the final turn fits.
-    (enc,) = ChatTokenizer(tok, max_length=43, truncation="left").encode([LONG])
-    assert enc.ids == final
+def test_truncation_left_then_cuts_the_oldest_kept_content(tok) -> None:
+    # After both droppable turns: system 20 + user 28 (its content 20) + final 43 = 91 tokens.
+    (enc,) = ChatTokenizer(tok, max_length=80, truncation="left").encode([LONG])
+    kept = [LONG.messages[0].to_dict(), {"role": "user", "content": "v" * 9}, LONG.messages[-1].to_dict()]
+    assert enc.ids == _hf_ids(tok, kept)  # 11 content tokens cut; headers, system, final whole
+    assert (len(enc.ids), enc.truncated_turns, enc.truncated_tokens) == (80, 2, FULL - 80)
+    assert tok.decode(enc.ids).startswith("<|im_start|>system\nssssssssss<|im_end|>\n<|im_start|>user\nvvv")
+    # The shortest possible: one token of the user turn's content.
+    (enc,) = ChatTokenizer(tok, max_length=72, truncation="left").encode([LONG])
+    kept[1]["content"] = "v"
+    assert enc.ids == _hf_ids(tok, kept)
 
 
-def test_final_turn_longer_than_limit_is_an_error(tok) -> None:
-    (err,) = ChatTokenizer(tok, max_length=42, truncation="left").encode([LONG])
+def test_final_turn_and_system_that_do_not_fit_are_an_error(tok) -> None:
+    (err,) = ChatTokenizer(tok, max_length=71, truncation="left").encode([LONG])
     assert isinstance(err, InputError)
     assert err.field == "messages[4].content"
-    assert "final assistant turn alone is 43 tokens, over the maximum of 42" in err.message
+    assert (
+        "the final assistant turn (30 tokens) and the system message (10 tokens) are never truncated; "
+        "with the chat template's turn headers at least 72 tokens are needed, over the maximum of 71"
+    ) in err.message
+    alone = Conversation.of([_msg("user", 1, "u"), _msg("assistant", 100, "a")])
+    (err,) = ChatTokenizer(tok, max_length=100, truncation="left").encode([alone])
+    assert (
+        isinstance(err, InputError)
+        and "the final assistant turn (100 tokens) is never truncated" in err.message
+    )
 
 
 def test_truncation_left_without_system_or_context(tok) -> None:
     conv = Conversation.of([_msg("user", 50, "u"), _msg("assistant", 10, "a")])  # 58 + 23 = 81
-    (enc,) = ChatTokenizer(tok, max_length=30, truncation="left").encode([conv])
-    assert enc.ids == _hf_ids(tok, conv.to_dicts())[-30:]
-    assert (enc.truncated_turns, enc.truncated_tokens) == (0, 51)
+    (enc,) = ChatTokenizer(tok, max_length=40, truncation="left").encode([conv])
+    assert enc.ids == _hf_ids(tok, [_msg("user", 9, "u"), _msg("assistant", 10, "a")])
+    assert (enc.truncated_turns, enc.truncated_tokens) == (0, 41)
 
 
 def test_batch_mixes_fitting_truncated_and_failing(tok) -> None:
     short = Conversation.of(SEED)
     huge_final = Conversation.of([_msg("user", 1, "u"), _msg("assistant", 100, "a")])
-    out = ChatTokenizer(tok, max_length=60, truncation="left").encode([short, LONG, huge_final])
+    out = ChatTokenizer(tok, max_length=80, truncation="left").encode([short, LONG, huge_final])
     assert isinstance(out[0], Encoded) and not out[0].truncated
     assert isinstance(out[1], Encoded) and out[1].truncated
     assert isinstance(out[2], InputError)
@@ -138,6 +151,67 @@ def test_encode_texts(tok) -> None:
     assert isinstance(empty, InputError) and empty.field == "[2]"
     (err,) = ChatTokenizer(tok, max_length=8).encode_texts([text])
     assert isinstance(err, InputError) and "10 tokens, over the maximum of 8" in err.message
+
+
+def test_over_long_pair_names_its_side(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"prompt": "q", "chosen": "short", "rejected": "long " * 40},
+        {
+            "context": [{"role": "user", "content": "q"}],
+            "response1": "long " * 40,
+            "response2": "ok",
+            "overall_preference": 1,
+        },
+    ]
+    for i, row in enumerate(rows):
+        path = tmp_path / f"pairs{i}.jsonl"
+        path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+        assert main(["score", str(path), "--model", str(tiny_model_dir), "--max-length", "100"]) == 2
+        side = "rejected" if i == 0 else "response1"
+        assert f"{path}:1: field '{side}': conversation is " in capsys.readouterr().err
+        args = [
+            "score",
+            str(path),
+            "--model",
+            str(tiny_model_dir),
+            "--max-length",
+            "100",
+            "--truncation",
+            "left",
+        ]
+        assert main(args) == 2
+        assert f"{path}:1: field '{side}': the final assistant turn (200 tokens) is never truncated" in (
+            capsys.readouterr().err
+        )
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("truncation", ["error", "left"])
+def test_no_transformers_warning_for_over_long_input(truncation: str) -> None:
+    """The length policy reports over-long conversations; transformers' "indexing errors" warning
+    (the tokenizer's model_max_length exceeded) is not printed besides."""
+    tok = byte_tokenizer()
+    tok.model_max_length = 64
+    records = _Records()
+    hf_logger = logging.getLogger("transformers.tokenization_utils_base")
+    hf_logger.addHandler(records)
+    try:
+        ChatTokenizer(tok, max_length=64, truncation=truncation).encode([LONG])  # type: ignore[arg-type]
+        assert not [m for m in records.messages if "Token indices sequence length" in m]
+        tok(["x" * 100])  # the warning this test would see (transformers warns once per tokenizer)
+        assert [m for m in records.messages if "Token indices sequence length" in m]
+    finally:
+        hf_logger.removeHandler(records)
 
 
 # The seed conversation under Qwen2.5's template: the default system block (21 tokens), the user

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from rewardkit.data.conversation import Conversation, PreferencePair, ResponseGroup
-from rewardkit.data.formats import parse_record
+from rewardkit.api import RewardModel
+from rewardkit.cli import main
+from rewardkit.data.conversation import Conversation, Message, PreferencePair, ResponseGroup
+from rewardkit.data.formats import KIND_NAMES, SameKind, as_pair, kind_of, parse_record, record_kind
 from rewardkit.data.io import read_records
+from rewardkit.errors import InputError
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 U = {"role": "user", "content": "What is 1+1?"}
 A = {"role": "assistant", "content": "1+1=2"}
 S = {"role": "system", "content": "Be brief."}
@@ -96,7 +99,16 @@ BAD_RECORDS = [
     ({"messages": [U, S, A]}, "messages[1].role", "system message is allowed only first"),
     ({"messages": [U, A, U]}, "messages[2].role", "last message must be the assistant"),
     ({"messages": [U, {"role": "assistant", "content": ""}]}, "messages[1].content", "content is empty"),
-    ({"messages": [U, {"role": "assistant", "content": ["x"]}]}, "messages[1].content", "must be a string"),
+    (
+        {"messages": [U, {"role": "assistant", "content": 3}]},
+        "messages[1].content",
+        "must be a string or a list",
+    ),
+    (
+        {"messages": [U, {"role": "assistant", "content": ["x"]}]},
+        "messages[1].content[0]",
+        "expected a text part",
+    ),
     ({"messages": "hello"}, "messages", "expected a list of messages, got str"),
     ({"messages": [U, 3]}, "messages[1]", "expected an object with 'role' and 'content', got int"),
     ({"messages": []}, "messages", "no messages"),
@@ -196,7 +208,16 @@ def test_mixed_record_kinds_are_refused(tmp_path: Path) -> None:
     assert [n for n, _ in loaded.records] == [1, 2]  # both conversation shapes are one kind
     (err,) = loaded.errors
     assert err.line == 3
-    assert "PreferencePair but line 1 is a Conversation" in err.message
+    assert err.message.startswith(
+        f"this record is {KIND_NAMES['pair']} but line 1 is {KIND_NAMES['conversation']}"
+    )
+    # Chosen/rejected pairs and HelpSteer3 pairs give different rows: two kinds.
+    helpsteer = {"context": [U], "response1": "a", "response2": "b", "overall_preference": 1}
+    path.write_text(json.dumps(rows[2]) + "\n" + json.dumps(helpsteer) + "\n", encoding="utf-8")
+    loaded = read_records(path)
+    assert [n for n, _ in loaded.records] == [1]
+    (err,) = loaded.errors
+    assert (err.line, err.message.split(" but ")[0]) == (2, f"this record is {KIND_NAMES['helpsteer3']}")
 
 
 def test_example_files_are_valid() -> None:
@@ -260,3 +281,102 @@ def test_response_group_errors_name_the_field(tmp_path: Path, record: dict, fiel
     (err,) = loaded.errors
     assert (err.line, err.field) == (2, field)
     assert words in err.message
+
+
+def test_every_problem_of_a_record_is_listed(tmp_path: Path) -> None:
+    record = {
+        "id": [1],
+        "prompt": [U, A],
+        "chosen": [{"role": "assistant", "content": ""}],
+        "rejected": [{"role": "robot", "content": "x"}, A],
+    }
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    (err,) = read_records(path).errors
+    assert [(e.line, e.field) for e in err.errors] == [
+        (1, "id"),
+        (1, "prompt"),
+        (1, "chosen[0].content"),
+        (1, "rejected[0].role"),
+    ]
+    assert str(err).startswith(f"{path}:1: field 'id': id must be a string or integer, got list; ")
+    assert "field 'rejected[0].role': role must be one of" in str(err)
+    # HelpSteer3: a missing context and a bad preference together.
+    bad = {"response1": "a", "response2": " ", "overall_preference": 9}
+    (err,) = read_records(_write(tmp_path, bad)).errors
+    assert [e.field for e in err.errors] == ["context", "overall_preference", "response2"]
+
+
+def _write(tmp_path: Path, *rows: dict) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_record_kinds() -> None:
+    pair = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    helpsteer = {"context": [U], "response1": "a", "response2": "b", "overall_preference": 1}
+    for obj, kind in [
+        ({"messages": [U, A]}, "conversation"),
+        ({"prompt": "q", "response": "r"}, "conversation"),
+        (pair, "pair"),
+        (helpsteer, "helpsteer3"),
+    ]:
+        assert record_kind(obj) == kind == kind_of(parse_record(obj))
+    same = SameKind()
+    same(1, parse_record({"messages": [U, A]}))
+    same(2, parse_record({"prompt": "q", "response": "r"}))  # the same output row: one kind
+    with pytest.raises(InputError) as info:
+        same(3, parse_record(pair))
+    assert info.value.message.startswith(
+        f"this record is {KIND_NAMES['pair']} but line 1 is {KIND_NAMES['conversation']}"
+    )
+    pairs = SameKind()
+    pairs(4, parse_record(pair))
+    with pytest.raises(InputError, match=r"HelpSteer3 pair .* but line 4 is a chosen/rejected pair"):
+        pairs(9, parse_record(helpsteer))
+
+
+def test_as_pair_accepts_trl_dicts() -> None:
+    pair = as_pair({"prompt": [U], "chosen": [{"role": "assistant", "content": "2"}], "rejected": "3"})
+    assert pair.context == (Message(role="user", content=U["content"]),)
+    assert [c.messages[-1].content for c in pair.conversations()] == ["2", "3"]
+    assert as_pair(pair) is pair
+    with pytest.raises(InputError, match="got a conversation"):
+        as_pair({"messages": [U, A]})
+    with pytest.raises(InputError, match="got list"):
+        as_pair([U, A])  # type: ignore[arg-type]
+
+
+def test_score_pairs_takes_trl_dicts(tiny_rm: RewardModel) -> None:
+    objects = [parse_record({"prompt": "What is 1+1?", "chosen": "2", "rejected": "3"})]
+    dicts = [
+        {"prompt": "What is 1+1?", "chosen": "2", "rejected": "3"},
+        {"prompt": [U], "chosen": [{"role": "assistant", "content": "2"}], "rejected": "3"},
+        {"chosen": [{"role": "user", "content": "What is 1+1?"}, A], "rejected": [U, A]},
+    ]
+    (want,) = tiny_rm.score_pairs(objects)
+    got = tiny_rm.score_pairs(dicts)
+    # Batch composition moves fp32 sums by ~1e-6 (see the README).
+    assert got[0] == pytest.approx(want, abs=1e-5) and got[1] == pytest.approx(want, abs=1e-5)
+    assert got[2][0] == pytest.approx(got[2][1], abs=1e-5)
+    with pytest.raises(InputError) as info:
+        tiny_rm.score_pairs([dicts[0], {"prompt": "q", "chosen": "a"}])
+    assert info.value.field == "[1]"  # no 'rejected': not a pair at all
+    with pytest.raises(InputError) as info:
+        tiny_rm.score_pairs([dicts[0], {"prompt": "q", "chosen": "a", "rejected": ""}])
+    assert info.value.field == "[1].rejected" and "response is empty" in info.value.message
+
+
+def test_cli_scores_openai_content_parts(
+    tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = {
+        "role": "user",
+        "content": [{"type": "text", "text": "What is"}, {"type": "text", "text": "1+1?"}],
+    }
+    path = _write(tmp_path, {"id": "parts", "messages": [parts, A]})
+    assert main(["score", str(path), "--model", str(tiny_model_dir)]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (want,) = tiny_rm.score([[{"role": "user", "content": "What is\n1+1?"}, A]])
+    assert row["id"] == "parts" and row["reward"] == pytest.approx(want, abs=1e-6)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from rewardkit.api import RewardModel
 from rewardkit.cli import main
 from rewardkit.data.conversation import Conversation
 from rewardkit.distributed import resolve_device
-from rewardkit.errors import ConfigError, ModelError
+from rewardkit.errors import ConfigError, InputError, ModelError
 from rewardkit.models.loading import (
     ScoringSpec,
     default_max_length,
@@ -130,6 +133,26 @@ def test_dtype_options(tiny_model_dir: Path, tiny_rm: RewardModel) -> None:
     assert resolve_dtype(None, torch.device("cpu")) == torch.float32
 
 
+def test_head_dtype_errors_name_the_head_dtype_flag(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match=r"^--head-dtype must be auto or one of .*got 'bogus'"):
+        RewardModel.load(tiny_model_dir, device="cpu", head_dtype="bogus")
+    args = [
+        "score",
+        "--model",
+        str(tiny_model_dir),
+        "--head-dtype",
+        "bogus",
+        "--prompt",
+        "q",
+        "--response",
+        "r",
+    ]
+    assert main(args) == 2
+    assert "error: --head-dtype must be" in capsys.readouterr().err
+
+
 def test_device_option() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="--device"):
@@ -167,3 +190,127 @@ def test_max_length_above_the_model_limit_warns(tiny_model_dir, caplog):
         rm = RewardModel.load(tiny_model_dir, device="cpu", max_length=8192)
     assert rm.spec.max_length == 8192
     assert "above the model's limit of 4096 tokens" in caplog.text
+
+
+BROKEN_TEMPLATE = "{% for m in messages %}\n{{ m['role'] }}: {{ m['content'] }}\n{% endfor %\n"
+
+
+def test_chat_template_syntax_error_names_the_file_and_line(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.jinja"
+    path.write_text(BROKEN_TEMPLATE, encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^--chat-template {path}: line 3: "):
+        RewardModel.load(tiny_model_dir, device="cpu", chat_template=path)
+    args = [
+        "score",
+        "--model",
+        str(tiny_model_dir),
+        "--chat-template",
+        str(path),
+        "--prompt",
+        "q",
+        "--response",
+        "r",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"error: --chat-template {path}: line 3: " in err and "Traceback" not in err
+    unknown_filter = tmp_path / "filter.jinja"
+    unknown_filter.write_text("{% for m in messages %}\n{{ m['content'] | shout }}{% endfor %}", "utf-8")
+    with pytest.raises(ConfigError, match="line 2: No filter named 'shout'"):
+        RewardModel.load(tiny_model_dir, device="cpu", chat_template=unknown_filter)
+
+
+def test_broken_checkpoint_template_is_a_model_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    for f in tiny_model_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "chat_template.jinja").write_text(BROKEN_TEMPLATE, encoding="utf-8")
+    with pytest.raises(ModelError, match=f"^the chat template of '{tmp_path}': line 3: "):
+        RewardModel.load(tmp_path, device="cpu")
+
+
+def test_a_template_that_refuses_a_conversation_fails_that_conversation(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "no-system.jinja"
+    path.write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}"
+        "{% endif %}{{ m['content'] }}{% endfor %}",
+        "utf-8",
+    )
+    rm = RewardModel.load(tiny_model_dir, device="cpu", chat_template=path)
+    ok, refused = rm.encode([CONVS[0], CONVS[1]])
+    assert not isinstance(ok, InputError)
+    assert isinstance(
+        refused, InputError
+    ) and "the chat template cannot render this conversation: no system role" in str(refused)
+
+
+def test_a_file_as_model_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not a directory")
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match=f"--model {weights} is a file; pass the model's directory"):
+        RewardModel.load(weights, device="cpu")
+    assert main(["score", "--model", str(weights), "--prompt", "q", "--response", "r"]) == 2
+    assert time.perf_counter() - start < 5  # no hub lookups (they retried for a minute)
+    assert "is a file" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty hub cache, and a hub endpoint that refuses connections (no network)."""
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_unreachable_hub_fails_fast_once(offline_hub: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.perf_counter()
+    assert main(["score", "--model", "someorg/some-reward-model", "--prompt", "q", "--response", "r"]) == 2
+    assert time.perf_counter() - start < 10  # the hub client's retries took 64 s
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Retrying" not in err and "thrown while requesting" not in err
+    assert "cannot reach the hub at http://127.0.0.1:" in err
+    assert f"'someorg/some-reward-model' is not in the local hub cache ({offline_hub})" in err
+
+
+def test_no_network_at_all_fails_fast(offline_hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    with pytest.raises(ModelError, match="Network is unreachable"):
+        RewardModel.load("someorg/some-reward-model", device="cpu")
+
+
+def test_offline_mode_fails_fast(offline_hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match=r"^offline mode is on .* not in the local hub cache"):
+        RewardModel.load("someorg/some-reward-model", device="cpu")
+
+
+def test_cached_model_loads_when_the_hub_is_unreachable(
+    offline_hub: Path, tiny_model_dir: Path, tiny_rm: RewardModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    commit = "0" * 40
+    snapshot = offline_hub / "models--someorg--tiny-rm" / "snapshots" / commit
+    shutil.copytree(tiny_model_dir, snapshot)
+    (offline_hub / "models--someorg--tiny-rm" / "refs").mkdir()
+    (offline_hub / "models--someorg--tiny-rm" / "refs" / "main").write_text(commit)
+    with caplog.at_level("WARNING", logger="rewardkit.models.loading"):
+        rm = RewardModel.load("someorg/tiny-rm", device="cpu")
+    assert "unreachable" in caplog.text and "loading someorg/tiny-rm from the local cache" in caplog.text
+    assert rm.score(CONVS) == tiny_rm.score(CONVS)
