@@ -120,3 +120,22 @@ def test_score_ids_progress_and_empty(tiny_rm: RewardModel) -> None:
     assert engine.score_ids([]) == []
     with pytest.raises(ValueError, match="empty token sequence"):
         engine.score_ids([[1], []])
+
+
+def test_small_models_run_on_one_cpu_thread(tiny_rm: RewardModel) -> None:
+    """Splitting a tiny model's short operations over threads only adds waiting (see cpu_threads);
+    torch's own setting is left as it was."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine = ScoringEngine(tiny_rm.model, token_budget=512)
+        assert engine.forward.threads == 1
+        seen = []
+        hook = tiny_rm.model.model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+        try:
+            engine.score_ids([[1, 2, 3]])
+        finally:
+            hook.remove()
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -80,7 +80,7 @@ class KeyPlan:
 
 
 # Padded scores (batch · heads · queries · keys) one SDPA call may hold on the CPU path.
-_MAX_PADDED_SCORES = 1 << 24
+_MAX_PADDED_SCORES = 1 << 22
 
 
 def _buckets(lq: list[int], lk: list[int], heads: int) -> list[list[int]]:
