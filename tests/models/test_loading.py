@@ -15,7 +15,6 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from rewardkit.api import RewardModel
 from rewardkit.cli import main
 from rewardkit.data.conversation import Conversation
-from rewardkit.distributed import resolve_device
 from rewardkit.errors import ConfigError, InputError, ModelError
 from rewardkit.models.loading import (
     ScoringSpec,
@@ -151,15 +150,6 @@ def test_head_dtype_errors_name_the_head_dtype_flag(
     ]
     assert main(args) == 2
     assert "error: --head-dtype must be" in capsys.readouterr().err
-
-
-def test_device_option() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ConfigError, match="--device"):
-        resolve_device("tpu-ish")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
-            resolve_device("cuda")
 
 
 def test_spec_validation_and_max_length(tiny_model_dir: Path, tiny_rm: RewardModel) -> None:

@@ -18,7 +18,7 @@ from rewardkit.data.io import read_records
 from rewardkit.models.reference import reference_scores
 
 ATOL = 1e-5  # fp32 packed vs per-conversation forward; see test_parity.py
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 U = {"role": "user", "content": "What is 1+1?"}
 A = {"role": "assistant", "content": "1+1=2"}
 S = {"role": "system", "content": "You are a careful grader. Answer briefly."}
