@@ -90,26 +90,46 @@ class _Counter:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_runs_are_taken_once_and_shrink(seed: int) -> None:
-    """Ranks taking runs in turn (in any interleaving) take every block once; the runs shrink
-    towards the end, so the last ones are small against the whole job."""
+    """Ranks taking runs in turn (in any interleaving) take every block once; the first half of
+    the cost is split evenly, and the runs taken as ranks go shrink towards the end."""
     rng = random.Random(seed)
     costs = sorted(rng.randint(1, 500) for _ in range(rng.randint(20, 300)))  # short, then long
+    world = rng.choice([2, 3])
     counter = _Counter()
-    ranks = [take_runs(counter, "k", costs, 2, max_cost=10**9) for _ in range(2)]
-    taken: list[range] = []
-    live = list(ranks)
+    ranks = [take_runs(counter, "k", costs, r, world, max_cost=10**9) for r in range(world)]
+    taken: list[tuple[int, range]] = []
+    live = dict(enumerate(ranks))
     while live:
-        r = rng.choice(live)
-        run = next(r, None)
+        r = rng.choice(list(live))
+        run = next(live[r], None)
         if run is None:
-            live.remove(r)
+            del live[r]
         else:
-            taken.append(run)
-    assert sorted(i for run in taken for i in run) == list(range(len(costs)))
+            taken.append((r, run))
+    assert sorted(i for _, run in taken for i in run) == list(range(len(costs)))
     total = sum(costs)
-    sizes = [sum(costs[i] for i in run) for run in taken]
-    assert max(sizes) <= total // 4 + max(costs)
-    assert sizes[-1] <= total // 8 + max(costs)
+    per_rank = [sum(costs[i] for r2, run in taken if r2 == r for i in run) for r in range(world)]
+    assert min(per_rank) >= total / (2 * world) - max(costs)  # its even part of the first half
+    sizes = [sum(costs[i] for i in run) for _, run in taken]
+    assert max(sizes) <= total // world + max(costs)
+    assert sizes[-1] <= total // (4 * world) + max(costs)
+
+
+def test_equal_ranks_split_short_then_long_evenly() -> None:
+    """Ranks of equal speed (taking turns) end with about equal cost of a short-then-long input."""
+    costs = [10] * 300 + [400] * 60
+    counter = _Counter()
+    runs = [take_runs(counter, "k", costs, r, 2, max_cost=10**9) for r in range(2)]
+    done = [0, 0]
+    live = {0, 1}
+    while live:
+        r = min(live, key=lambda r: done[r])  # the rank that is free first takes the next run
+        run = next(runs[r], None)
+        if run is None:
+            live.discard(r)
+        else:
+            done[r] += sum(costs[i] for i in run)
+    assert max(done) / sum(done) <= 0.52
 
 
 @pytest.mark.skipif(

@@ -14,9 +14,10 @@ How a data-parallel job shares the work:
 
 1. Every rank cuts the input into the same *blocks* of consecutive lines (`index_blocks`, a read
    without parsing) and reads only the blocks it takes.
-2. Ranks take blocks as they go (guided self-scheduling through a counter every rank shares): a
-   rank takes a run of blocks worth ``remaining / (2 · ranks)`` of the work, so runs shrink
-   towards the end and no rank waits long for another, whatever order the long records are in.
+2. Half the work (by cost) is split evenly between the ranks up front; the other half ranks take
+   as they go (guided self-scheduling through a counter every rank shares): a rank takes a run of
+   blocks worth ``remaining / (2 · ranks)`` of the work, so runs shrink towards the end and no
+   rank waits long for another, whatever order the long records are in (`take_runs`).
 3. Pass 1 (scan, while the weights load) validates and tokenizes; its per-block token counts
    size the runs of pass 2 by tokens, not records.
 4. Pass 2 scores each run as one stream and writes one part file per block
@@ -79,6 +80,8 @@ LoadedFn = Callable[[RewardModel], None]
 BLOCKS_PER_RANK = 64  # blocks an input is cut into, per rank: the grain of sharing and resuming
 MIN_BLOCK_BYTES = 1 << 12
 MAX_BLOCK_BYTES = 1 << 26
+# Share of the work split evenly up front; the rest goes to whichever rank is free.
+FIXED_SHARE = 0.5
 
 
 def _launched(rank: Rank | None, what: str) -> Rank:
@@ -110,26 +113,53 @@ class SharedCounter:
 
 
 def take_runs(
-    counter: SharedCounter, key: str, costs: Sequence[int], world_size: int, *, max_cost: int
+    counter: SharedCounter,
+    key: str,
+    costs: Sequence[int],
+    rank: int,
+    world_size: int,
+    *,
+    max_cost: int,
+    fixed: float = FIXED_SHARE,
 ) -> Iterator[range]:
-    """The runs of blocks this rank takes, until every block is taken (guided self-scheduling).
+    """The runs of blocks this rank takes, until every block is taken.
 
-    Each run starts where the shared counter ``key`` stands and covers about
-    ``remaining cost / (2 · world_size)`` (at least one block, at most ``max_cost``).
+    1. The blocks holding the first ``fixed`` of the cost are split into ``world_size`` runs of
+       equal cost (cut at block boundaries); rank ``r`` takes run ``r``. No rank waits on another
+       for these, and the split does not depend on how fast each rank happens to go.
+    2. The rest is taken as ranks go (guided self-scheduling): each run starts where the shared
+       counter ``key`` stands and covers about ``remaining cost / (2 · world_size)``, so the runs
+       shrink towards the end and a rank that finishes early takes more of them.
+
+    Runs are at most ``max_cost`` (and at least one block).
     """
     prefix = [0, *itertools.accumulate(costs)]
     n = len(costs)
+    total = prefix[n]
+    split = bisect.bisect_left(prefix, fixed * total) if total else 0
+    lo = bisect.bisect_left(prefix, prefix[split] * rank / world_size)
+    hi = bisect.bisect_left(prefix, prefix[split] * (rank + 1) / world_size)
+    lo, hi = min(lo, split), min(hi, split) if rank < world_size - 1 else split
+    yield from _capped(lo, hi, prefix, max_cost)
     while True:
-        at = counter.add(key, 0)
+        at = split + counter.add(key, 0)
         if at >= n:
             return
-        target = min(max_cost, max(1, (prefix[n] - prefix[at]) // (2 * world_size)))
+        target = min(max_cost, max(1, (total - prefix[at]) // (2 * world_size)))
         k = max(1, bisect.bisect_left(prefix, prefix[at] + target) - at)
-        end = counter.add(key, k)
+        end = split + counter.add(key, k)
         start = end - k
         if start >= n:
             return
         yield range(start, min(end, n))
+
+
+def _capped(lo: int, hi: int, prefix: Sequence[int], max_cost: int) -> Iterator[range]:
+    """Blocks ``[lo, hi)`` as consecutive runs of at most ``max_cost`` (at least one block each)."""
+    while lo < hi:
+        end = min(hi, max(lo + 1, bisect.bisect_right(prefix, prefix[lo] + max_cost) - 1))
+        yield range(lo, end)
+        lo = end
 
 
 def _block_bytes(path: str | Path, world_size: int) -> int:
@@ -282,7 +312,9 @@ class _RankedJob:
         keep = MAX_LISTED_ERRORS if on_error == "raise" else 1 << 62
         stats, errors, count = [], [], 0
         costs = [b.end - b.start for b in self.blocks]
-        for run in take_runs(self.counter, "scan", costs, self.group.world_size, max_cost=sum(costs)):
+        for run in take_runs(
+            self.counter, "scan", costs, self.group.rank, self.group.world_size, max_cost=sum(costs)
+        ):
             for i in run:
                 s = scan(
                     chat,
@@ -377,7 +409,9 @@ class _RankedJob:
         max_tokens = window_tokens or default_window_tokens(rm)
         costs = [0 if s.index in done else s.tokens for s in stats]
         tokens = 0
-        for run in take_runs(self.counter, "score", costs, self.group.world_size, max_cost=max_tokens):
+        for run in take_runs(
+            self.counter, "score", costs, self.group.rank, self.group.world_size, max_cost=max_tokens
+        ):
             todo = [self.blocks[i] for i in run if i not in done]
             if not todo:
                 continue
