@@ -20,6 +20,7 @@ from rewardkit.models.loading import (
     Truncation,
     default_max_length,
     dtype_name,
+    load_hf_config,
     load_model,
     load_tokenizer,
     model_length_limit,
@@ -82,6 +83,49 @@ class ModelOptions:
         kwargs = asdict(self)
         return RewardModel.load(kwargs.pop("model"), **kwargs)
 
+    def load_chat_tokenizer(self) -> ChatTokenizer:
+        """`load_chat_tokenizer` with these options: what `RewardModel.load` tokenizes with,
+        without the weights (for a tokenizing stage that runs apart from the model)."""
+        return load_chat_tokenizer(
+            self.model,
+            revision=self.revision,
+            chat_template=self.chat_template,
+            trust_remote_code=self.trust_remote_code,
+            max_length=self.max_length,
+            truncation=self.truncation,
+        )
+
+
+def load_chat_tokenizer(
+    model: str | Path,
+    *,
+    revision: str | None = None,
+    chat_template: str | Path | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+    truncation: Truncation = "error",
+) -> ChatTokenizer:
+    """A reward model's tokenizer, chat template and length policy, without its weights.
+
+    ``max_length`` defaults to the model's limit (its config's positions and the tokenizer's
+    stated maximum); above that limit a warning is logged.
+    """
+    name = str(model)
+    tok, _ = load_tokenizer(
+        name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
+    )
+    config = load_hf_config(name, revision=revision, trust_remote_code=trust_remote_code)
+    model_limit = model_length_limit(config, tok)
+    limit = max_length if max_length is not None else default_max_length(config, tok)
+    if model_limit is not None and limit > model_limit:
+        log.warning(
+            "--max-length %d is above the model's limit of %d tokens: longer conversations are "
+            "scored past the positions it was built for",
+            limit,
+            model_limit,
+        )
+    return ChatTokenizer(tok, max_length=limit, truncation=truncation)
+
 
 class RewardModel:
     """A scalar reward model ready to score.
@@ -137,8 +181,13 @@ class RewardModel:
         dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
         hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev)
-        tok, template = load_tokenizer(
-            name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
+        chat = load_chat_tokenizer(
+            name,
+            revision=revision,
+            chat_template=chat_template,
+            trust_remote_code=trust_remote_code,
+            max_length=max_length,
+            truncation=truncation,
         )
         net, out_idx, head = load_model(
             name,
@@ -154,23 +203,14 @@ class RewardModel:
             from rewardkit.engine.tensor_parallel import tensor_parallel_engine as make_engine
         else:
             make_engine = ScoringEngine
-        model_limit = model_length_limit(net.config, tok)
-        limit = max_length if max_length is not None else default_max_length(net.config, tok)
-        if model_limit is not None and limit > model_limit:
-            log.warning(
-                "--max-length %d is above the model's limit of %d tokens: longer conversations are "
-                "scored past the positions it was built for",
-                limit,
-                model_limit,
-            )
         engine = make_engine(
             net, output_index=out_idx, token_budget=token_budget, head_dtype=hdt, head=head, fp8=fp8
         )
         spec = ScoringSpec(
             model=name,
             revision=revision,
-            chat_template_sha256=template_hash(template),
-            max_length=limit,
+            chat_template_sha256=template_hash(chat.tokenizer.chat_template),
+            max_length=chat.max_length,
             truncation=truncation,
             dtype=dtype_name(dt),
             head_dtype=dtype_name(engine.head_dtype),
@@ -178,7 +218,6 @@ class RewardModel:
             head=head,
             fp8=fp8,
         )
-        chat = ChatTokenizer(tok, max_length=limit, truncation=truncation)
         return cls(model=net, chat=chat, engine=engine, spec=spec)
 
     def encode(self, conversations: Sequence[ConversationLike]) -> list[Encoded | InputError]:
