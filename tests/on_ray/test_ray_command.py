@@ -85,3 +85,16 @@ def test_an_existing_output_is_kept(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["score", "in.jsonl", "-o", str(tmp_path / "out.jsonl"), "--ray"]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert not job.ray.is_initialized()
+
+
+def test_a_rewardkit_error_on_the_cluster_is_raised_as_itself() -> None:
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from rewardkit.errors import ModelError
+
+    cause = ModelError("cannot load 'm' as a sequence-classification reward model")
+    wrapped = RayTaskError("__init__", "Traceback ...", cause).as_instanceof_cause()
+    died = ActorDiedError()
+    died.__cause__ = wrapped
+    assert job._rewardkit_cause(died) is cause
+    assert job._rewardkit_cause(ActorDiedError()) is None

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from rewardkit.api import ModelOptions, RewardModel
-from rewardkit.errors import ConfigError, InputError
+from rewardkit.errors import ConfigError, InputError, ModelError
 from rewardkit.ray import stages
 from rewardkit.ray.stages import RewardScorer, RewardTokenizer, as_output_row
 from rewardkit.ray.storage import SOURCE_LINE, TEXT, Location, plan_pieces, read_pieces
@@ -116,3 +116,9 @@ def test_load_chat_tokenizer_is_what_the_model_tokenizes_with(
 def test_scorer_refuses_tensor_parallel(tiny_model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="torchrun --tensor-parallel"):
         RewardScorer(ModelOptions(model=str(tiny_model_dir), tensor_parallel=True))
+
+
+def test_a_replica_that_cannot_load_the_model_says_so_with_its_first_batch(tmp_path: Path) -> None:
+    scorer = RewardScorer(ModelOptions(model=str(tmp_path / "no-such-model"), device="cpu"))
+    with pytest.raises(ModelError, match="no-such-model"):
+        scorer(pa.table({stages.ERROR: pa.array([None], pa.string())}))

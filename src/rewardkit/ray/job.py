@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,8 +108,57 @@ def score_file_ray(
         InvalidInputError: ``on_error="raise"`` and some records are invalid.
         RewardkitError: stdin/stdout, an existing output, an input with no records.
         ConfigError: options that cannot run on Ray (tensor parallel, ``cuda:N``).
+        ModelError: the model cannot be loaded (here, or by a replica: a rewardkit error on the
+            cluster is raised as itself).
     """
-    # 1. Check what can be checked before touching the cluster.
+    # 1. Check what can be checked before touching the cluster: the options, the output, and the
+    #    tokenizer, chat template and length limit that every tokenizing actor will load.
+    _check(options, input_path, output_path, replicas=replicas, batch_size=batch_size)
+    src, dst = Location.of(str(input_path)), Location.of(str(output_path))
+    if dst.exists() and not overwrite:
+        raise RewardkitError(
+            f"{dst.name} exists (written complete by an earlier run, see {dst.name}.meta.json); "
+            "pass --overwrite to score again or choose another -o"
+        )
+    options.load_chat_tokenizer()
+    with _connected(address):
+        # 2. Cut the input into pieces (one read, which also hashes it) and size the replicas.
+        res = _resources(options, replicas=replicas, num_gpus=num_gpus, num_cpus=num_cpus)
+        replica = replace(options, device="cuda" if res.num_gpus else "cpu")
+        plan = plan_pieces(src, lines_per_piece=batch_size)
+        if not plan.pieces:
+            raise RewardkitError(f"{src.name} holds no records")
+        reading = _Reading(
+            src=src,
+            plan=plan,
+            batch_size=batch_size,
+            same_kind_as=_first_kind(src, plan, batch_size),
+            quiet=quiet,
+        )
+        # 3. With --on-error raise, every record is checked before anything is scored or
+        #    written, as ``rewardkit score`` does: the tokenizing stage alone, streaming back errors.
+        if on_error == "raise":
+            invalid = _all_errors(reading.tokens(replica, errors_only=True), src)
+            if invalid:
+                raise InvalidInputError(invalid)
+        if on_start is not None:
+            on_start(plan.lines)
+        # 4. Tokenize and score, streaming the rows into the output in input order.
+        scored = reading.tokens(replica).map_batches(
+            RewardScorer,
+            fn_constructor_kwargs={"options": replica, "provenance": True},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            num_gpus=res.num_gpus or None,
+            num_cpus=res.num_cpus,
+            compute=ActorPoolStrategy(size=res.replicas),
+        )
+        return _write(scored, src, dst, plan, on_error=on_error, error_file=error_file, progress=progress)
+
+
+def _check(
+    options: ModelOptions, input_path: str, output_path: str, *, replicas: int | None, batch_size: int
+) -> None:
     if STDIO in (str(input_path), str(output_path)):
         raise RewardkitError("--ray needs an INPUT file and -o OUTPUT (not stdin/stdout)")
     if batch_size < 1:
@@ -124,49 +174,43 @@ def score_file_ray(
         raise ConfigError(
             f"--device {options.device} cannot be combined with --ray: Ray gives each replica its GPU"
         )
-    src, dst = Location.of(str(input_path)), Location.of(str(output_path))
-    if dst.exists() and not overwrite:
-        raise RewardkitError(
-            f"{dst.name} exists (written complete by an earlier run, see {dst.name}.meta.json); "
-            "pass --overwrite to score again or choose another -o"
-        )
+
+
+@contextmanager
+def _connected(address: str | None) -> Iterator[None]:
+    """Connected to the cluster (started here if need be, and then shut down at the end).
+
+    A rewardkit error raised on the cluster (say, a replica that cannot load the model) is raised
+    here as itself, not wrapped in Ray's errors.
+    """
     started = not ray.is_initialized()
     if started:
         ray.init(address=address)
     try:
-        res = _resources(options, replicas=replicas, num_gpus=num_gpus, num_cpus=num_cpus)
-        replica = replace(options, device="cuda" if res.num_gpus else "cpu")
-        plan = plan_pieces(src, lines_per_piece=batch_size)
-        if not plan.pieces:
-            raise RewardkitError(f"{src.name} holds no records")
-        reading = _Reading(
-            src=src,
-            plan=plan,
-            batch_size=batch_size,
-            same_kind_as=_first_kind(src, plan, batch_size),
-            quiet=quiet,
-        )
-        if on_error == "raise":
-            # Every record is checked before anything is scored or written, as ``rewardkit
-            # score`` does: a pass of the (CPU) tokenizing stage alone, streaming back the errors.
-            invalid = _all_errors(reading.tokens(replica, errors_only=True), src)
-            if invalid:
-                raise InvalidInputError(invalid)
-        if on_start is not None:
-            on_start(plan.lines)
-        scored = reading.tokens(replica).map_batches(
-            RewardScorer,
-            fn_constructor_kwargs={"options": replica, "provenance": True},
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            num_gpus=res.num_gpus or None,
-            num_cpus=res.num_cpus,
-            compute=ActorPoolStrategy(size=res.replicas),
-        )
-        return _write(scored, src, dst, plan, on_error=on_error, error_file=error_file, progress=progress)
+        yield
+    except ray.exceptions.RayError as e:
+        cause = _rewardkit_cause(e)
+        if cause is None:
+            raise
+        raise cause from e
     finally:
         if started:
             ray.shutdown()
+
+
+def _rewardkit_cause(e: BaseException) -> RewardkitError | None:
+    """The first RewardkitError in the chain of causes of a Ray error."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        err = stack.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, RewardkitError) and not isinstance(err, ray.exceptions.RayError):
+            return err  # the error itself, not Ray's copy of it that also derives from its type
+        stack += [getattr(err, "cause", None), err.__cause__, err.__context__]
+    return None
 
 
 def _resources(
@@ -215,6 +259,7 @@ class _Reading:
         )
         ctx = pieces.context  # this dataset's own copy, inherited by the stages below
         ctx.execution_options.preserve_order = True
+        ctx.raise_original_map_exception = True  # a stage's RewardkitError, not Ray's wrapper of it
         if self.quiet:
             ctx.enable_progress_bars = False
         read = pieces.map_batches(
@@ -270,7 +315,7 @@ def _write(
     errors: list[InputError] = []
     specs: set[str] = set()
     rows = n_tokens = 0
-    with RowWriter(partial, parquet=dst.name.endswith(".parquet")) as out:
+    with _removed_on_error(partial), RowWriter(partial, parquet=dst.name.endswith(".parquet")) as out:
         for table in _ordered(scored.iter_batches(batch_format="pyarrow", batch_size=None)):
             specs.update(_column_values(table[stages.SPEC]))
             good = []
@@ -297,6 +342,16 @@ def _write(
     write_text(dst.sibling(".meta.json"), json.dumps(meta, indent=1, sort_keys=True))
     dst.fs.move(partial.path, dst.path)
     return ScoreSummary(rows=rows, resumed=0, skipped=len(errors), tokens=n_tokens)
+
+
+@contextmanager
+def _removed_on_error(path: Location) -> Iterator[None]:
+    """Removes ``path`` if the block fails (a driver that dies leaves it: see `score_file_ray`)."""
+    try:
+        yield
+    except BaseException:
+        path.fs.delete_file(path.path)
+        raise
 
 
 def _ordered(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from rewardkit.api import ModelOptions
 from rewardkit.data.formats import Record, parse_record
-from rewardkit.errors import ConfigError, InputError
+from rewardkit.errors import ConfigError, InputError, RewardkitError
 from rewardkit.models.templating import Encoded
 from rewardkit.nested import flatten, split
 from rewardkit.scoring.rows import record_conversations, record_names, reward_columns, row_id
@@ -218,12 +218,21 @@ class RewardScorer:
                 "tensor parallel does not run inside Ray actors: one replica per actor; "
                 "score models larger than one GPU with torchrun --tensor-parallel"
             )
-        self.rm = options.load()
         self.provenance = provenance
+        self.load_error: RewardkitError | None = None
+        try:
+            self.rm = options.load()
+        except RewardkitError as e:
+            # Ray keeps only the text of an error raised while an actor starts; raised with the
+            # first batch instead, it reaches the driver as itself (e.g. a ModelError).
+            self.load_error = e
+            return
         self.spec_json = json.dumps(self.rm.spec.to_dict(), sort_keys=True)
         log.info("scoring replica loaded %s on %s", self.rm.spec.model, self.rm.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.load_error is not None:
+            raise self.load_error
         errors = batch[ERROR].to_pylist()
         ok = [i for i, e in enumerate(errors) if e is None]
         names = batch[NAMES].to_pylist()

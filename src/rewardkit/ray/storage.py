@@ -239,6 +239,8 @@ class RowWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.parquet and self.table_writer is None:  # no rows: still a Parquet file
+            self.table_writer = pq.ParquetWriter(self.stream, pa.schema([("id", pa.string())]))
         if self.table_writer is not None:
             self.table_writer.close()
         self.stream.close()
