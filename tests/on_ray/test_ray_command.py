@@ -31,7 +31,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("flag", "address"), [(["--ray"], None), (["--ray", "ray://head:10001"], "ray://head:10001")]
+    ("flag", "address"), [(["--ray"], None), (["--ray", "10.0.0.1:6379"], "10.0.0.1:6379")]
 )
 def test_the_command_passes_its_options(
     flag: list[str], address: str | None, calls: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
