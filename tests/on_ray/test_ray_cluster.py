@@ -149,8 +149,9 @@ def test_a_killed_replica_is_restarted_and_every_row_comes_once(
     assert not (tmp_path / "out.jsonl.partial").exists()
 
 
-def _error_lines(err: str) -> list[str]:
-    return [line.strip() for line in err.splitlines() if line.startswith("  ")]
+def _error_lines(err: str, path: Path) -> list[str]:
+    """The listed errors (``  FILE:LINE: ...``) in a command's stderr."""
+    return [line.strip() for line in err.splitlines() if line.startswith(f"  {path}:")]
 
 
 def test_cli_invalid_records_fail_with_every_one_listed_and_nothing_written(
@@ -162,10 +163,10 @@ def test_cli_invalid_records_fail_with_every_one_listed_and_nothing_written(
 ) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", conversation_lines(40))
     assert main(["score", str(path), "-o", str(tmp_path / "ref.jsonl"), "--device", "cpu"]) == 2
-    want = _error_lines(capsys.readouterr().err)
+    want = _error_lines(capsys.readouterr().err, path)
     assert len(want) == 3
 
     out = tmp_path / "out.jsonl"
     assert main(["score", str(path), "-o", str(out), "--ray", "--replicas", "2", "--device", "cpu"]) == 2
-    assert _error_lines(capsys.readouterr().err) == want
+    assert _error_lines(capsys.readouterr().err, path) == want
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
