@@ -98,3 +98,17 @@ def test_a_rewardkit_error_on_the_cluster_is_raised_as_itself() -> None:
     died.__cause__ = wrapped
     assert job._rewardkit_cause(died) is cause
     assert job._rewardkit_cause(ActorDiedError()) is None
+
+
+def test_the_meta_of_an_input_given_as_a_uri_records_the_uri_and_its_sha256(tmp_path: Path) -> None:
+    from rewardkit.api import ModelOptions
+    from rewardkit.ray.storage import Location, plan_pieces
+    from rewardkit.scoring.files import output_meta
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"messages": []}\n', encoding="utf-8")
+    spec = ModelOptions(model=str(DEMO_MODEL_DIR), device="cpu").load().spec
+    local = output_meta(spec, str(path), on_error="skip")
+    src = Location.of(path.as_uri())
+    by_uri = job._meta(spec, src, plan_pieces(src, lines_per_piece=8), "skip")
+    assert by_uri == {**local, "input": path.as_uri()}

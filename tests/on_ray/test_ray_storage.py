@@ -118,6 +118,10 @@ def test_row_writer_writes_jsonl_rows_verbatim_and_parquet_with_string_ids(tmp_p
     assert (tmp_path / "o.jsonl").read_text(encoding="utf-8") == "".join(
         json.dumps(r, ensure_ascii=False) + "\n" for r in rows
     )
+    by_uri = Location.of((tmp_path / "u.jsonl").as_uri())
+    with RowWriter(by_uri, parquet=False) as w:
+        w.write(rows)
+    assert (tmp_path / "u.jsonl").read_bytes() == (tmp_path / "o.jsonl").read_bytes()
     with RowWriter(Location.of(str(tmp_path / "o.parquet")), parquet=True) as w:
         w.write(rows[:1])
         w.write(rows[1:])
