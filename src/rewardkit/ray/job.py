@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 # Where the output grows until it is complete; then it is moved to OUT.
 PARTIAL_SUFFIX = ".partial"
-# Blocks handed to Ray at the start (each a few pieces past this): bounds the driver's work for
-# very large inputs.
+# At most this many blocks of pieces go to Ray (past it, a block holds several pieces): bounds
+# the driver's start-up work for very large inputs.
 MAX_BLOCKS = 4096
 
 
@@ -315,32 +315,32 @@ def _write(
     errors: list[InputError] = []
     specs: set[str] = set()
     rows = n_tokens = 0
-    with _removed_on_error(partial), RowWriter(partial, parquet=dst.name.endswith(".parquet")) as out:
-        for table in _ordered(scored.iter_batches(batch_format="pyarrow", batch_size=None)):
-            specs.update(_column_values(table[stages.SPEC]))
-            good = []
-            for row in table.drop_columns([stages.SPEC]).to_pylist():
-                if row[stages.ERROR] is None:
-                    good.append(as_output_row(row))
-                else:
-                    errors.append(_input_error(row, src))
-            out.write(good)
-            rows += len(good)
-            batch_tokens = sum(_total(r["num_tokens"]) for r in good)
-            n_tokens += batch_tokens
-            if progress is not None:
-                progress(len(good), batch_tokens)
-    assert not (errors and on_error == "raise"), "records checked valid failed to tokenize"
-    if not specs:
-        partial.fs.delete_file(partial.path)
-        raise RewardkitError(f"{src.name} holds no records")
-    if len(specs) > 1:
-        raise RewardkitError(f"the replicas loaded the model differently: {sorted(specs)}")
-    if errors:
-        _write_errors(errors, Location.of(error_file) if error_file else dst.sibling(".errors.jsonl"))
-    meta = _meta(ScoringSpec(**json.loads(specs.pop())), src, plan, on_error)
-    write_text(dst.sibling(".meta.json"), json.dumps(meta, indent=1, sort_keys=True))
-    dst.fs.move(partial.path, dst.path)
+    with _removed_on_error(partial):
+        with RowWriter(partial, parquet=dst.name.endswith(".parquet")) as out:
+            for table in _ordered(scored.iter_batches(batch_format="pyarrow", batch_size=None)):
+                specs.update(_column_values(table[stages.SPEC]))
+                good = []
+                for row in table.drop_columns([stages.SPEC]).to_pylist():
+                    if row[stages.ERROR] is None:
+                        good.append(as_output_row(row))
+                    else:
+                        errors.append(_input_error(row, src))
+                out.write(good)
+                rows += len(good)
+                batch_tokens = sum(_total(r["num_tokens"]) for r in good)
+                n_tokens += batch_tokens
+                if progress is not None:
+                    progress(len(good), batch_tokens)
+        assert not (errors and on_error == "raise"), "records checked valid failed to tokenize"
+        if not specs:
+            raise RewardkitError(f"{src.name} holds no records")
+        if len(specs) > 1:
+            raise RewardkitError(f"the replicas loaded the model differently: {sorted(specs)}")
+        if errors:
+            _write_errors(errors, Location.of(error_file) if error_file else dst.sibling(".errors.jsonl"))
+        meta = _meta(ScoringSpec(**json.loads(specs.pop())), src, plan, on_error)
+        write_text(dst.sibling(".meta.json"), json.dumps(meta, indent=1, sort_keys=True))
+        dst.fs.move(partial.path, dst.path)
     return ScoreSummary(rows=rows, resumed=0, skipped=len(errors), tokens=n_tokens)
 
 
@@ -350,7 +350,8 @@ def _removed_on_error(path: Location) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        path.fs.delete_file(path.path)
+        if path.exists():
+            path.fs.delete_file(path.path)
         raise
 
 
