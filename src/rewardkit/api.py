@@ -86,22 +86,34 @@ class ModelOptions:
         kwargs = asdict(self)
         return RewardModel.load(kwargs.pop("model"), **kwargs)
 
+    def load_chat_tokenizer(self) -> ChatTokenizer:
+        """`load_chat_tokenizer` with these options: what `RewardModel.load` tokenizes with,
+        without the weights (for a tokenizing stage that runs apart from the model)."""
+        return load_chat_tokenizer(
+            self.model,
+            revision=self.revision,
+            chat_template=self.chat_template,
+            trust_remote_code=self.trust_remote_code,
+            max_length=self.max_length,
+            truncation=self.truncation,
+        )
+
 
 def load_chat_tokenizer(
-    name: str,
+    model: str | Path,
     *,
     revision: str | None = None,
-    max_length: int | None = None,
-    truncation: Truncation = "error",
     chat_template: str | Path | None = None,
     trust_remote_code: bool = False,
+    max_length: int | None = None,
+    truncation: Truncation = "error",
 ) -> ChatTokenizer:
-    """The checkpoint's tokenizer, chat template and length policy, without its weights (what
-    validating and tokenizing input needs, e.g. while the weights load).
+    """A reward model's tokenizer, chat template and length policy, without its weights.
 
-    ``max_length`` defaults to the model's limit (`default_max_length`); a larger one is allowed,
-    with a warning.
+    ``max_length`` defaults to the model's limit (its config's positions and the tokenizer's
+    stated maximum); above that limit a warning is logged.
     """
+    name = str(model)
     tok, _ = load_tokenizer(
         name, revision=revision, chat_template=chat_template, trust_remote_code=trust_remote_code
     )

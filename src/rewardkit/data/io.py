@@ -122,6 +122,16 @@ def _lines(path: str | Path, block: Block | None) -> Iterator[tuple[int, bytes]]
             yield n, raw
 
 
+def decode_json(text: str) -> Any:
+    """One JSONL line's object, or the InputError that says why it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return InputError(f"malformed JSON: {e.msg} at column {e.colno}")
+    except RecursionError:
+        return InputError("malformed JSON: nested too deeply")
+
+
 def iter_raw(
     path: str | Path, *, block: Block | None = None, source: str | None = None
 ) -> Iterator[tuple[int, Any]]:
@@ -142,13 +152,10 @@ def iter_raw(
             if not raw.strip():
                 continue
             try:
-                yield n, json.loads(raw.decode("utf-8"))
+                obj = decode_json(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                yield n, InputError(f"not UTF-8: {e.reason} at byte {e.start}", source=src, line=n)
-            except json.JSONDecodeError as e:
-                yield n, InputError(f"malformed JSON: {e.msg} at column {e.colno}", source=src, line=n)
-            except RecursionError:
-                yield n, InputError("malformed JSON: nested too deeply", source=src, line=n)
+                obj = InputError(f"not UTF-8: {e.reason} at byte {e.start}")
+            yield n, obj.locate(source=src, line=n) if isinstance(obj, InputError) else obj
     except OSError as e:  # a broken .gz
         raise RewardkitError(f"cannot read {src}: {e}") from e
 

@@ -47,6 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="shard the model over the ranks of torchrun (one per GPU) for models too large for one GPU",
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="score on a Ray cluster (after INPUT): ADDRESS of a running one, or none for RAY_ADDRESS, "
+        "one started on this machine, or a new local one (pip install 'rewardkit[ray]')",
+    )
+    p.add_argument(
+        "--replicas", type=int, default=None, help="with --ray: model replicas (default: one per GPU)"
+    )
     add_model_args(p)
     p.set_defaults(run=run)
 
@@ -56,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from rewardkit.data.outputs import check_output
     from rewardkit.distributed import rank_from_env
 
+    if args.ray is not None:
+        from rewardkit.ray.command import run as run_on_ray
+
+        return run_on_ray(args)
+    if args.replicas is not None:
+        raise RewardkitError("--replicas applies to --ray")
     one_prompt = args.prompt is not None or bool(args.response)
     if one_prompt and (args.input or not (args.prompt and args.response)):
         raise RewardkitError("use either INPUT, or --prompt with one or more --response")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
-from rewardkit.api import ModelOptions, RewardModel, load_chat_tokenizer
+from rewardkit.api import ModelOptions, RewardModel
 from rewardkit.data.formats import Record, RecordKind
 from rewardkit.data.io import (
     STDIO,
@@ -200,15 +200,7 @@ def scan_while_loading(
     model, the scan's result and the load time (0 for a model already loaded)."""
     if isinstance(model, RewardModel):
         return model, run_scan(model.chat), 0.0
-    o = model
-    chat = load_chat_tokenizer(
-        o.model,
-        revision=o.revision,
-        max_length=o.max_length,
-        truncation=o.truncation,
-        chat_template=o.chat_template,
-        trust_remote_code=o.trust_remote_code,
-    )
+    chat = model.load_chat_tokenizer()
     box: dict[str, Any] = {}
 
     def work() -> None:
@@ -221,7 +213,7 @@ def scan_while_loading(
     thread.start()
     t0 = time.perf_counter()
     try:
-        rm = o.load()
+        rm = model.load()
     finally:
         thread.join()
     if "error" in box:

@@ -34,13 +34,26 @@ def response_value(group: ResponseGroup, index: int) -> str | list[dict[str, str
     return only.content
 
 
-def _lengths(row: dict[str, Any], scored: Sequence[Scored]) -> dict[str, Any]:
-    row.update(
-        num_tokens=[s.num_tokens for s in scored],
-        truncated_tokens=[s.truncated_tokens for s in scored],
-        truncated_turns=[s.truncated_turns for s in scored],
-    )
-    return row
+def _lengths(scored: Sequence[Scored]) -> dict[str, Any]:
+    """How each of several responses was tokenized, as lists in response order."""
+    return {
+        "num_tokens": [s.num_tokens for s in scored],
+        "truncated_tokens": [s.truncated_tokens for s in scored],
+        "truncated_turns": [s.truncated_turns for s in scored],
+    }
+
+
+def record_names(rec: Record) -> tuple[str, ...] | None:
+    """The shape of a record's row: None for a conversation, the names of a pair's two responses
+    (``chosen``/``rejected``, HelpSteer3's ``1``/``2``), ``()`` for a group of responses."""
+    if isinstance(rec, PreferencePair):
+        return rec.names
+    return () if isinstance(rec, ResponseGroup) else None
+
+
+def row_id(record_id: str | None, line: int | None) -> str | int | None:
+    """A row's ``id``: the record's own, else its line number (None when neither is known)."""
+    return record_id if record_id is not None else line
 
 
 def output_row(rec: Record, line: int, scored: Sequence[Scored]) -> dict[str, Any]:
@@ -49,20 +62,28 @@ def output_row(rec: Record, line: int, scored: Sequence[Scored]) -> dict[str, An
     A `ResponseGroup` gives ``rewards`` (one per response, in order) and ``best`` (the index of
     the highest; the first on a tie).
     """
-    row: dict[str, Any] = {"id": rec.id if rec.id is not None else line}
-    if isinstance(rec, Conversation):
+    return {"id": row_id(rec.id, line), **reward_columns(record_names(rec), scored)}
+
+
+def reward_columns(names: tuple[str, ...] | None, scored: Sequence[Scored]) -> dict[str, Any]:
+    """An output row without its ``id``: the reward(s) of a conversation (``names`` None), of a
+    pair's two responses, or of a group's responses (``()``), with how they were tokenized."""
+    if names == ():
+        rewards = [s.reward for s in scored]
+        return {"rewards": rewards, "best": best_index(rewards), **_lengths(scored)}
+    if names is None:
         (s,) = scored
-        row["reward"] = s.reward
-        row.update(
-            num_tokens=s.num_tokens, truncated_tokens=s.truncated_tokens, truncated_turns=s.truncated_turns
-        )
-        return row
-    if isinstance(rec, ResponseGroup):
-        row["rewards"] = [s.reward for s in scored]
-        row["best"] = best_index(row["rewards"])
-        return _lengths(row, scored)
+        return {
+            "reward": s.reward,
+            "num_tokens": s.num_tokens,
+            "truncated_tokens": s.truncated_tokens,
+            "truncated_turns": s.truncated_turns,
+        }
     a, b = scored
-    n1, n2 = rec.names
-    row[f"reward_{n1}"], row[f"reward_{n2}"] = a.reward, b.reward
-    row["p_first_better"] = sigmoid(a.reward - b.reward)
-    return _lengths(row, scored)
+    n1, n2 = names
+    return {
+        f"reward_{n1}": a.reward,
+        f"reward_{n2}": b.reward,
+        "p_first_better": sigmoid(a.reward - b.reward),
+        **_lengths(scored),
+    }
