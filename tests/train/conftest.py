@@ -81,7 +81,7 @@ def fast_config(tiny_lm_dir: Path, task: dict[str, Path]):
             "lr": 1e-3,
             "warmup_steps": 1,
             "global_batch_size": 8,
-            "micro_batch_tokens": 256,
+            "token_budget": 256,
             "save_every": 0,
             "eval_every": 0,
             "tensorboard": False,

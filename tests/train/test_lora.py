@@ -60,7 +60,7 @@ def lora_run(fast_config, task: dict[str, Path], tmp_path_factory: pytest.TempPa
             val_data=str(task["val"]),
             global_batch_size=16,
             max_steps=8,
-            micro_batch_tokens=512,
+            token_budget=512,
             weight_decay=0.0,
             **LORA,
         )
@@ -212,7 +212,7 @@ def test_lora_two_processes_match_one(base_config: dict, tmp_path: Path, train_o
         **LORA,
         "max_pairs": 32,
         "max_steps": 2,
-        "micro_batch_tokens": 128,
+        "token_budget": 128,
         "save_every": 1,
     }
     one, two_out = train_one_and_two(opts)

@@ -43,7 +43,7 @@ def trained(fast_config, task: dict[str, Path], tmp_path_factory: pytest.TempPat
             val_data=str(task["val"]),
             global_batch_size=16,
             max_steps=6,
-            micro_batch_tokens=512,
+            token_budget=512,
             eval_every=3,
         )
     )
