@@ -66,16 +66,17 @@ from rewardkit.train.modeling import matmul_params
 from rewardkit.train.parallelize import parallelize
 from rewardkit.train.step import PairStep, make_optimizer
 
-# The GPU sweep: today's trainer (checkpointing on, eager and compiled, foreach AdamW) first, then
-# the new settings; the no-checkpointing reference (about 123 GiB at 7B on 2 GPUs) last.
+# The GPU sweep, most important first (a --time-limit cuts the tail): today's trainer (full
+# checkpointing, eager and compiled, foreach AdamW); per-op selective checkpointing compiled with
+# micro-batches small enough for an 80 GB card; what ``auto`` picks on an 80 GB card and on this one
+# (on an H200 at 7B: no checkpointing, compiled: the reference); then the other modes.
 DEFAULT_SWEEP = (
     "full+foreach",
     "full+compile+foreach",
-    "selective-op+compile",
     "selective-op+compile+tokens=6144",
     "auto+compile+budget=75.6",
     "auto+compile",
-    "full+compile",
+    "selective-op+compile",
     "selective-layer:2+compile",
     "selective-op",
     "selective-layer:2",
@@ -166,8 +167,9 @@ def device_capacity_gib(device: torch.device) -> float | None:
 # ---- memory plan (computed from the shapes, not measured) ----------------------------------------
 
 
-def print_plan(size: str, token_budget: int) -> None:
-    """The memory plan as markdown tables (what ``docs/training.md`` shows)."""
+def print_plan(size: str, token_budget: int, gpus: list[int]) -> None:
+    """The memory plan as a markdown table (what ``docs/training.md`` shows): full fine-tuning on
+    each of ``gpus``, LoRA on the first, for each checkpointing mode."""
     model = build_model(size)
     base = Shapes.of(model)
     print(
@@ -176,20 +178,20 @@ def print_plan(size: str, token_budget: int) -> None:
     )
     for r in (16, 64):
         print(f"LoRA rank {r}: {Shapes.of(model, lora_rank=r).adapters / 1e6:.1f}M adapter parameters")
-    modes = [ACMode("full"), ACMode("selective-op"), ACMode("none")]
-    rows = [("full FT", w, 0) for w in (2, 4, 8)] + [(f"LoRA r{r}", 4, r) for r in (16, 64)]
-    cols = list(plan_memory(base, world_size=1, tokens=1, ac=modes[0]).columns())
+    modes = [(ACMode("full"), False), (ACMode("selective-op"), False), (ACMode("none"), False)]
+    modes.append((ACMode("none"), True))
+    rows = [("full FT", w, 0) for w in gpus] + [(f"LoRA r{r}", gpus[0], r) for r in (16, 64)]
+    cols = list(plan_memory(base, world_size=1, tokens=1, ac=modes[0][0]).columns())
     print(f"| approach | GPUs | AC | compiled | {' | '.join(cols)} | fits (card - 4 GiB) |")
     print("|---|---:|---|---|" + "---:|" * len(cols) + "---|")
     for name, world, r in rows:
         s = Shapes.of(model, lora_rank=r)
-        for mode in modes:
-            for compiled in (False, True) if mode.kind == "none" else (False,):
-                p = plan_memory(s, world_size=world, tokens=token_budget, ac=mode, compiled=compiled)
-                fits = [card for card, budget in CARDS.items() if p.total <= budget]
-                vals = " | ".join(f"{v:.1f}" for v in p.columns().values())
-                yes = "yes" if compiled else "no"
-                print(f"| {name} | {world} | {mode} | {yes} | {vals} | {', '.join(fits) or 'neither'} |")
+        for mode, compiled in modes:
+            p = plan_memory(s, world_size=world, tokens=token_budget, ac=mode, compiled=compiled)
+            fits = [card for card, budget in CARDS.items() if p.total <= budget]
+            vals = " | ".join(f"{v:.1f}" for v in p.columns().values())
+            yes = "yes" if compiled else "no"
+            print(f"| {name} | {world} | {mode} | {yes} | {vals} | {', '.join(fits) or 'neither'} |")
 
 
 # ---- one configuration ---------------------------------------------------------------------------
@@ -199,31 +201,14 @@ def resolve(
     bc: BenchConfig, shapes: Shapes, env: ProcessGroup, longest: int
 ) -> tuple[ACMode, dict[str, Any]]:
     """The mode a configuration runs (``auto``: as the trainer would choose it) and its plan."""
-    tokens = max(bc.tokens, longest)
+    kw: dict[str, Any] = {"world_size": env.world_size, "tokens": max(bc.tokens, longest)}
+    kw |= {"compiled": bc.compile, "fused_optimizer": not bc.foreach}
     if bc.ac == "auto":
         budget = bc.budget_gib or device_budget_gib(env.device) or 1e9
-        choice = choose_ac(
-            shapes,
-            world_size=env.world_size,
-            tokens=tokens,
-            budget_gib=budget,
-            compiled=bc.compile,
-            fused_optimizer=not bc.foreach,
-        )
+        choice = choose_ac(shapes, budget_gib=budget, **kw)
         return choice.mode, choice.to_dict()
     mode = parse_ac(bc.ac)
-    plan = plan_memory(
-        shapes,
-        world_size=env.world_size,
-        tokens=tokens,
-        ac=mode,
-        compiled=bc.compile,
-        fused_optimizer=not bc.foreach,
-    )
-    return mode, {
-        "planned_gib": round(plan.total, 2),
-        "plan_gib": {k: round(v, 2) for k, v in plan.columns().items()},
-    }
+    return mode, plan_memory(shapes, ac=mode, **kw).to_dict()
 
 
 def run_config(
@@ -233,6 +218,7 @@ def run_config(
     t0 = time.perf_counter()
     cuda = env.device.type == "cuda"
     bf16 = cuda and not args.fp32
+    leftover = torch.cuda.memory_allocated(env.device) / GIB if cuda else 0.0  # from earlier configurations
     model = build_model(args.size)
     lora = LoraSettings(rank=args.lora_rank) if args.lora_rank else None
     root = parallelize(
@@ -260,6 +246,7 @@ def run_config(
         reward_centering=0.0, token_budget=bc.tokens, pad_token_id=None, flops=flops, grad_clip=1.0,
     )  # fmt: skip
     setup_seconds = time.perf_counter() - t0
+    before = torch.cuda.memory_allocated(env.device) / GIB if cuda else 0.0
     stats = []
     total = args.warmup + args.steps
     for i in range(total):
@@ -296,6 +283,8 @@ def run_config(
         "tflops_per_gpu": flops_total / seconds / env.world_size / 1e12,
         "mfu": flops_total / seconds / env.world_size / (peak * 1e12) if peak else None,
         "peak_memory_gib": mem.item(),
+        "allocated_before_gib": leftover,
+        "allocated_after_setup_gib": before,
         "setup_seconds": setup_seconds,
         "wall_seconds": time.perf_counter() - t0,
     }
@@ -330,8 +319,9 @@ def table_row(r: dict[str, Any]) -> str:
         return f"| {r['configuration']} | {r.get('activation_checkpointing', '')} | | | | skipped: {r['skipped']} | | | | |"
     mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else "—"
     fits = "yes" if r["peak_memory_gib"] <= CARDS["H100 80GB"] else "no"
+    name = r["configuration"] + (f" (= {r['same_as']})" if "same_as" in r else "")
     cells = (
-        r["configuration"],
+        name,
         r["activation_checkpointing"],
         "yes" if r["compile"] else "no",
         r["optimizer"],
@@ -373,13 +363,14 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full)")
     ap.add_argument("--plan", action="store_true", help="print the computed memory plan and exit (no GPU)")
+    ap.add_argument("--plan-gpus", type=int, nargs="+", default=[4, 8], help="GPU counts --plan shows")
     ap.add_argument(
         "--out", default=os.environ.get("OUT"), help="directory for train_bench.json (default $OUT)"
     )
     ap.add_argument("--json", default=None, help="write the results to this file instead")
     args = ap.parse_args()
     if args.plan:
-        print_plan(args.size, args.token_budget)
+        print_plan(args.size, args.token_budget, args.plan_gpus)
         return 0
     specs = args.configs if args.sweep else ["none" if args.no_ac else args.ac]
     if not args.sweep:

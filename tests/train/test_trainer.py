@@ -161,25 +161,6 @@ def test_resume_refuses_other_data_order(base_config: dict, tmp_path: Path) -> N
         train({**common, "max_steps": 2, "global_batch_size": 4, "resume": "latest"})
 
 
-def test_cli_train_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["train", "--model", "m", "--data", "d.jsonl", "--set", "lr_warmup=3", "--lr", "0"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "lr_warmup: unknown option" in err and "lr (--lr): must be positive" in err
-
-
-def test_cli_train_with_yaml_config(base_config: dict, tmp_path: Path) -> None:
-    import yaml
-
-    y = tmp_path / "train.yaml"
-    y.write_text(yaml.safe_dump({**base_config, "max_steps": 5, "max_pairs": 16}))
-    out = tmp_path / "cli-run"
-    code = cli.main(["train", "--config", str(y), "--output", str(out), "--max-steps", "1", "--no-progress"])
-    assert code == 0
-    assert [r["step"] for r in read_metrics(out)] == [1]  # the flag beat the YAML's max_steps
-    assert (out / "final" / "model.safetensors").is_file()
-
-
 def test_tensorboard_required_but_missing(base_config: dict) -> None:
     import importlib.util
 

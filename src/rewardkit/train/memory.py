@@ -161,6 +161,13 @@ class MemoryPlan:
         peaks = (self.fsdp_working + self.activations, self.end_of_backward, self.optimizer_step)
         return self.state + max(peaks)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``planned_gib`` (the total) and ``plan_gib`` (its parts), rounded, for JSON."""
+        return {
+            "planned_gib": round(self.total, 2),
+            "plan_gib": {k: round(v, 2) for k, v in self.columns().items()},
+        }
+
     def columns(self) -> dict[str, float]:
         """The plan's parts and total, in GiB, by the names `docs/training.md` uses."""
         return {
@@ -251,11 +258,10 @@ class ACChoice:
     def to_dict(self) -> dict[str, Any]:
         return {
             "activation_checkpointing": str(self.mode),
-            "planned_gib": round(self.plan.total, 2),
             "budget_gib": round(self.budget_gib, 2),
             "micro_batch_tokens": self.tokens,
             "fits": self.fits,
-            "plan_gib": {k: round(v, 2) for k, v in self.plan.columns().items()},
+            **self.plan.to_dict(),
         }
 
 
@@ -270,21 +276,14 @@ def choose_ac(
 ) -> ACChoice:
     """The fastest mode (least estimated recompute, `candidates`) whose plan fits ``budget_gib``;
     ``full`` when none does (the plan then says by how much the run may not fit)."""
+    kw: dict[str, Any] = {"world_size": world_size, "tokens": tokens, "compiled": compiled}
+    kw["fused_optimizer"] = fused_optimizer
     for mode in candidates(s.layers):
-        plan = plan_memory(
-            s,
-            world_size=world_size,
-            tokens=tokens,
-            ac=mode,
-            compiled=compiled,
-            fused_optimizer=fused_optimizer,
-        )
+        plan = plan_memory(s, ac=mode, **kw)
         if plan.total <= budget_gib:
             return ACChoice(mode=mode, plan=plan, budget_gib=budget_gib, tokens=tokens, fits=True)
     full = ACMode("full")
-    plan = plan_memory(
-        s, world_size=world_size, tokens=tokens, ac=full, compiled=compiled, fused_optimizer=fused_optimizer
-    )
+    plan = plan_memory(s, ac=full, **kw)
     return ACChoice(mode=full, plan=plan, budget_gib=budget_gib, tokens=tokens, fits=False)
 
 
