@@ -220,7 +220,8 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
     ``auto`` checkpointing plans the memory of each mode for the largest micro-batch (the token
     budget, or the longest pair if longer) and takes the fastest that fits the budget
     (``memory_budget_gib``, default the GPU's memory less 4 GiB; see
-    `rewardkit.train.memory.choose_ac`). Without a budget (CPU) it is ``none``.
+    `rewardkit.train.memory.choose_ac`). Without a budget (CPU) it is ``none``; fp32 on a GPU
+    (which the plan, counting bf16 activations, does not cover) takes ``full``.
     """
     cuda = env.device.type == "cuda"
     bf16 = cfg.precision == "bf16-mixed" or (cfg.precision == "auto" and cuda)
@@ -231,6 +232,9 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
         ac = parse_ac(cfg.activation_checkpointing)
     elif (budget := cfg.memory_budget_gib or device_budget_gib(env.device)) is None:
         ac = ACMode("none")  # CPU: memory is not planned
+    elif not bf16 and cuda:
+        ac = ACMode("full")  # the plan counts bf16 activations; fp32 ones take twice the memory
+        log.info("activation checkpointing auto → full (the memory plan is for bf16 mixed precision)")
     else:
         shapes = Shapes.of(model, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_target_modules)
         tokens = max(cfg.token_budget, max(data.train.lengths))

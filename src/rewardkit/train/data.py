@@ -58,12 +58,12 @@ class PairData:
         return replace(self, pairs=[self.pairs[i] for i in indices], lines=[self.lines[i] for i in indices])
 
 
-def _raise_errors(errors: Sequence[InputError], source: str) -> None:
+def _raise_errors(errors: Sequence[InputError], source: str, what: str = "invalid record(s)") -> None:
     if not errors:
         return
     shown = "\n  ".join(e.describe() for e in errors[:_MAX_LISTED_ERRORS])
     more = f"\n  ... and {len(errors) - _MAX_LISTED_ERRORS} more" if len(errors) > _MAX_LISTED_ERRORS else ""
-    raise InputError(f"{len(errors)} invalid record(s) in {source}:\n  {shown}{more}")
+    raise InputError(f"{len(errors)} {what} in {source}:\n  {shown}{more}")
 
 
 def hs2_turns(prompt: str) -> list[dict[str, str]]:
@@ -263,7 +263,11 @@ def tokenize_pairs(data: PairData, chat: ChatTokenizer, *, truncation: TrainTrun
         rejected.append(r.ids)  # type: ignore[union-attr]
         strength.append(p.strength)
     if errors and truncation == "error":
-        _raise_errors(errors, data.source)
+        what = (
+            f"pair(s) longer than max_length={chat.max_length} (truncation=error; --set truncation=drop "
+            "skips them, truncation=left drops their oldest context)"
+        )
+        _raise_errors(errors, data.source, what)
     if errors:
         log.warning("%s: dropped %d pair(s) longer than %d tokens", data.source, len(errors), chat.max_length)
     if not chosen:

@@ -84,6 +84,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + env.rank)
         self.output = cfg.output_dir
         resume = check_output(cfg)  # 1
+        existed = self.output.exists()  # before any rank creates it
         self.tokenizer, self.chat, model_config = load_chat(cfg)  # 2
         data = load_data(cfg, self.chat, env)  # 3
         model, weights = load_model(cfg, model_config, env)  # 4
@@ -130,6 +131,7 @@ class Trainer:
             self.step = int(state["step"])
             self.scheduler.load_state_dict(state["scheduler"])
             log.info("resumed from %s at step %d", resume, self.step)
+        self.created_output = not existed
         self._open_output(tensorboard, resumed=resume is not None)  # 9
         self.peak = peak_tflops(env.device, cfg.peak_tflops) if (settings.bf16 or cfg.peak_tflops) else None
         log.info(
@@ -170,7 +172,6 @@ class Trainer:
         """Creates the run directory and, on rank 0, ``run.json`` (the resolved options and
         settings) and the metrics writer."""
         assert self.env is not None
-        self.created_output = not self.output.exists()
         try:
             self.output.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # raced with something that made a file there
