@@ -7,6 +7,7 @@ fills the shards with rank 0's weights. The process group itself is joined throu
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 
 import torch
@@ -14,7 +15,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.fsdp._fully_shard import FSDPModule
 
 from rewardkit.engine.batching import PackedBatch
 from rewardkit.engine.engine import packed_rewards, set_compiled
@@ -106,9 +106,8 @@ def shard_model(
     for k, block in enumerate(blocks):
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=k < len(blocks) - 1)
     fully_shard(root, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
-    sharded: list[FSDPModule] = [*blocks]  # type: ignore[list-item]
-    for before, after in zip([root, *sharded[:-1]], sharded, strict=True):
-        before.set_modules_to_forward_prefetch([after])  # type: ignore[union-attr]
+    for before, after in itertools.pairwise([root, *blocks]):  # all FSDPModules now
+        before.set_modules_to_forward_prefetch([after])  # type: ignore[operator]
     log.info("FSDP2: sharded %d decoder blocks + root over %d rank(s)", len(blocks), dist.get_world_size())
     return len(blocks)
 
