@@ -1,13 +1,32 @@
 """Reward-model training throughput: tokens/s per GPU, MFU and peak memory of rewardkit's trainer step.
 
 Builds a random-weight ``Qwen2ForSequenceClassification`` of real shapes (weights do not change
-speed) directly on the meta device, shards it with the trainer's FSDP2 function, and times the
+speed) on the meta device, makes it ready with the trainer's own `parallelize` (LoRA, activation
+checkpointing, compile, FSDP2), fills each rank's shards with random values, and times the
 trainer's own optimizer step (`rewardkit.train.step.PairStep`: packed chosen+rejected streams,
 accumulation to the global batch, AdamW, clipping) on synthetic preference pairs.
 
-    torchrun --nproc-per-node 4 bench/train_bench.py --size 7b --steps 8
-    torchrun --nproc-per-node 4 bench/train_bench.py --size 32b --lora-rank 16 --steps 1 --warmup 1
-    python bench/train_bench.py --size tiny --steps 2 --global-batch-size 8   # CPU smoke run
+One configuration:
+
+    torchrun --nproc-per-node 2 bench/train_bench.py --size 7b --steps 3 --warmup 1 \\
+        --global-batch-size 64 --ac selective-op --compile
+
+A sweep of configurations in one process group (the model is rebuilt per configuration: wrapping,
+compiling and sharding are not undone), printed as a table and written to ``--out`` (default
+``$OUT``) as ``train_bench.json`` after each configuration:
+
+    torchrun --nproc-per-node 2 bench/train_bench.py --size 7b --steps 3 --warmup 1 \\
+        --global-batch-size 64 --sweep --time-limit 480
+    torchrun --nproc-per-node 2 bench/train_bench.py --size tiny --sweep --steps 1 --warmup 1 \\
+        --global-batch-size 8 --median-len 64 --max-len 256 --token-budget 512   # CPU smoke run
+
+A configuration is written ``MODE[+compile][+foreach][+tokens=N][+budget=GIB]``: MODE is an
+activation-checkpointing mode (``none``, ``full``, ``selective-op``, ``selective-layer:N``, or
+``auto``: what the trainer would choose for a ``budget`` GiB card, default this GPU's), ``compile``
+compiles each decoder block, ``foreach`` uses the ``foreach`` AdamW the trainer used before (the
+default is the fused kernel the trainer uses on GPUs), ``tokens`` sets the micro-batch token
+budget. Configurations whose computed plan exceeds the device's memory are skipped.
+
     python bench/train_bench.py --size 32b --plan             # memory plan, computed (no GPU)
 
 ``--lora-rank R`` trains LoRA adapters (on the attention and MLP projections) and the head, with
@@ -20,51 +39,97 @@ against the card's dense bf16 peak (`rewardkit.train.metrics.PEAK_BF16_TFLOPS`).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
+import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from transformers import AutoModelForSequenceClassification
 
 import common  # bench/common.py (the script's folder is on sys.path)
-from rewardkit.distributed import join, leave
+from rewardkit.distributed import ProcessGroup, join, leave
 from rewardkit.engine.attention import VARLEN
-from rewardkit.engine.engine import set_compiled
+from rewardkit.train.activation_checkpointing import ACMode, normalize_ac, parse_ac
 from rewardkit.train.data import TokenPairs
-from rewardkit.train.distributed import PairRewards, shard_model
-from rewardkit.train.lora import (
-    DEFAULT_TARGET_MODULES,
-    LoraSettings,
-    apply_lora,
-    flop_params,
-    trainable_parameters,
-)
+from rewardkit.train.lora import LoraSettings, flop_params, trainable_parameters
+from rewardkit.train.memory import CARDS, GIB, Shapes, choose_ac, device_budget_gib, plan_memory
 from rewardkit.train.metrics import FlopCounter, peak_tflops
-from rewardkit.train.modeling import enable_activation_checkpointing, matmul_params
+from rewardkit.train.modeling import matmul_params
+from rewardkit.train.parallelize import parallelize
 from rewardkit.train.step import PairStep, make_optimizer
+
+# The GPU sweep, most important first (a --time-limit cuts the tail): today's trainer (full
+# checkpointing, eager and compiled, foreach AdamW); per-op selective checkpointing compiled with
+# micro-batches small enough for an 80 GB card; what ``auto`` picks on an 80 GB card and on this one
+# (on an H200 at 7B: no checkpointing, compiled: the reference); then the other modes.
+DEFAULT_SWEEP = (
+    "full+foreach",
+    "full+compile+foreach",
+    "selective-op+compile+tokens=6144",
+    "auto+compile+budget=75.6",
+    "auto+compile",
+    "selective-op+compile",
+    "selective-layer:2+compile",
+    "selective-op",
+    "selective-layer:2",
+    "none+compile",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """One configuration of the sweep (see the module docstring for its spelling)."""
+
+    ac: str
+    compile: bool = False
+    foreach: bool = False
+    tokens: int
+    budget_gib: float | None = None
+
+    @classmethod
+    def parse(cls, spec: str, *, tokens: int) -> BenchConfig:
+        mode, *flags = spec.strip().split("+")
+        values: dict[str, Any] = {"ac": normalize_ac(mode), "tokens": tokens}
+        for flag in flags:
+            key, _, value = flag.partition("=")
+            if key in ("compile", "foreach") and not value:
+                values[key] = True
+            elif key == "tokens":
+                values["tokens"] = int(value)
+            elif key == "budget":
+                values["budget_gib"] = float(value)
+            else:
+                raise SystemExit(f"train_bench: unknown flag {flag!r} in configuration {spec!r}")
+        return cls(**values)
+
+    def __str__(self) -> str:
+        parts = [self.ac, *(["compile"] if self.compile else []), *(["foreach"] if self.foreach else [])]
+        parts.append(f"tokens={self.tokens}")
+        return "+".join(parts)
 
 
 def model_config(size: str):
     return common.config(size, max_position_embeddings=32768, num_labels=1, pad_token_id=0)
 
 
-def build_model(size: str, device: torch.device) -> torch.nn.Module:
-    """Random fp32 master weights, allocated shard by shard (no full copy anywhere)."""
-    cfg = model_config(size)
+def build_model(size: str) -> torch.nn.Module:
+    """The reward model on the meta device (fp32 master weights once allocated)."""
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_config(model_config(size), dtype=torch.float32)
     model.config._attn_implementation = VARLEN
     return model
 
 
 def materialize(root: torch.nn.Module, model: torch.nn.Module, device: torch.device, seed: int) -> None:
-    """Allocates each rank's shards and fills them with N(0, 0.02); rebuilds rotary buffers."""
-    root.to_empty(device=device)
+    """Fills each rank's (allocated) shards with N(0, 0.02); rebuilds rotary buffers."""
     g = torch.Generator(device=device).manual_seed(seed + dist.get_rank())
     with torch.no_grad():
         for p in root.parameters():
@@ -89,164 +154,101 @@ def workload(n_pairs: int, *, median: int, sigma: float, max_len: int, vocab: in
 def peak_memory_gib(device: torch.device) -> float:
     """Peak device memory of this process (CUDA allocator), or peak RSS on CPU."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
+        return torch.cuda.max_memory_allocated(device) / GIB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def device_capacity_gib(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / GIB
 
 
 # ---- memory plan (computed from the shapes, not measured) ----------------------------------------
 
-GIB = 2**30
-# Usable memory of a card, less 4 GiB for the CUDA context, NCCL buffers and allocator slack.
-CARDS = {"H100 80GB": 79.6 - 4, "H200 141GB": 139.8 - 4}
 
-
-def param_counts(size: str, lora_rank: int = 0) -> dict[str, int]:
-    """Parameters of the reward model (``*ForSequenceClassification``: embedding, decoder, final
-    norm, 1-output head), of the causal LM it comes from, and of LoRA adapters on the attention
-    and MLP projections."""
-    c = common.SHAPES[size]
-    h, i, v, n_layers = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"]
-    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
-    shapes = {  # (in, out) of each linear layer of a decoder layer
-        "q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-        "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
-    }  # fmt: skip
-    layer = sum(a * b for a, b in shapes.values()) + h + 2 * kv + 2 * h  # + q/k/v biases, 2 norms
-    body = v * h + n_layers * layer + h
-    adapters = n_layers * sum(
-        lora_rank * (a + b) for name, (a, b) in shapes.items() if name in DEFAULT_TARGET_MODULES
-    )
-    return {
-        "reward_model": body + h,
-        "causal_lm": body + v * h,
-        "layer": layer,
-        "embedding": v * h,
-        "adapters": adapters,
-        "trainable": adapters + h if lora_rank else body + h,
-    }
-
-
-def activation_bytes_per_token_layer(size: str, lora_rank: int = 0) -> int:
-    """Bytes autograd keeps per token for one decoder layer in bf16 with varlen (flash) attention:
-    2 RMSNorms (fp32 input + bf16 normalised, 6h each) and their bf16 outputs (2h each), q and
-    attention output (2h each), k and v (2kv each), the MLP's gate, SiLU, up and product (2i each),
-    and the LoRA A outputs (2r for each of 7 projections)."""
-    c = common.SHAPES[size]
-    h, i = c["hidden_size"], c["intermediate_size"]
-    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
-    return 2 * 6 * h + 2 * 2 * h + 2 * 2 * h + 2 * 2 * kv + 4 * 2 * i + 7 * 2 * lora_rank
-
-
-def memory_plan(size: str, world: int, lora_rank: int, tokens: int, checkpointing: bool) -> dict[str, float]:
-    """GiB per GPU of one configuration under FSDP2 + bf16 mixed precision (computed)."""
-    pc = param_counts(size, lora_rank)
-    c = common.SHAPES[size]
-    h, i, n_layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
-    n, t = pc["reward_model"], pc["trainable"]
-    out: dict[str, float] = {}
-    out["bf16 frozen"] = 2 * (n - h) / world if lora_rank else 0.0  # all but the head
-    out["fp32 master"] = 4 * t / world
-    out["fp32 grads"] = 4 * t / world
-    out["fp32 AdamW"] = 8 * t / world
-    # FSDP2 working set: the root (embedding, norm, head) stays gathered in bf16 for the step; two
-    # layers gathered at a time (current + prefetch); in backward, a layer's bf16 gradient and its
-    # fp32 copy for the reduce-scatter, and the embedding's (full fine-tuning only).
-    gathered = 2 * (pc["embedding"] + 2 * h) + 2 * 2 * pc["layer"]
-    if not lora_rank:
-        gathered += (2 + 4) * pc["layer"] + (2 + 4) * pc["embedding"]
-    out["FSDP working"] = gathered
-    per_layer = activation_bytes_per_token_layer(size, lora_rank) * tokens
-    # With checkpointing: each layer's bf16 input is kept, plus one layer's activations during its
-    # recompute; without: every layer's activations. Plus gradients in flight in one layer's MLP
-    # and the final norm.
-    act = n_layers * 2 * h * tokens + per_layer if checkpointing else n_layers * per_layer
-    out["activations"] = act + 2 * 2 * i * tokens + 8 * h * tokens
-    return {k: v / GIB for k, v in out.items()}
-
-
-def print_plan(size: str, micro_batch_tokens: int) -> None:
-    """The memory plan as a markdown table (what ``docs/training.md`` shows)."""
-    pc = param_counts(size)
+def print_plan(size: str, token_budget: int, gpus: list[int]) -> None:
+    """The memory plan as a markdown table (what ``docs/training.md`` shows): full fine-tuning on
+    each of ``gpus``, LoRA on the first, for each checkpointing mode."""
+    model = build_model(size)
+    base = Shapes.of(model)
     print(
-        f"{size}: reward model {pc['reward_model'] / 1e9:.2f}B parameters "
-        f"(causal LM {pc['causal_lm'] / 1e9:.2f}B; its LM head is replaced by a 1-output head); "
-        f"micro-batch {micro_batch_tokens} tokens; GiB per GPU, computed, not measured"
+        f"{size}: reward model {base.params / 1e9:.2f}B parameters; micro-batch {token_budget} tokens; "
+        "fused AdamW; GiB per GPU, computed, not measured"
     )
     for r in (16, 64):
-        print(f"LoRA rank {r}: {param_counts(size, r)['adapters'] / 1e6:.1f}M adapter parameters")
-    rows = [("full FT", w, 0) for w in (4, 8)] + [(f"LoRA r{r}", 4, r) for r in (16, 64)]
-    cols = ("bf16 frozen", "fp32 master", "fp32 grads", "fp32 AdamW", "FSDP working", "activations", "total")
-    print(f"| approach | GPUs | AC | {' | '.join(cols)} | fits (card - 4 GiB) |")
-    print("|---|---:|---|" + "---:|" * len(cols) + "---|")
+        print(f"LoRA rank {r}: {Shapes.of(model, lora_rank=r).adapters / 1e6:.1f}M adapter parameters")
+    modes = [(ACMode("full"), False), (ACMode("selective-op"), False), (ACMode("none"), False)]
+    modes.append((ACMode("none"), True))
+    rows = [("full FT", w, 0) for w in gpus] + [(f"LoRA r{r}", gpus[0], r) for r in (16, 64)]
+    cols = list(plan_memory(base, world_size=1, tokens=1, ac=modes[0][0]).columns())
+    print(f"| approach | GPUs | AC | compiled | {' | '.join(cols)} | fits (card - 4 GiB) |")
+    print("|---|---:|---|---|" + "---:|" * len(cols) + "---|")
     for name, world, r in rows:
-        for ac in (True, False):
-            p = memory_plan(size, world, r, micro_batch_tokens, ac)
-            total = sum(p.values())
-            fits = [card for card, budget in CARDS.items() if total <= budget]
-            vals = " | ".join(f"{v:.1f}" for v in (*p.values(), total))
-            print(f"| {name} | {world} | {'on' if ac else 'off'} | {vals} | {', '.join(fits) or 'neither'} |")
+        s = Shapes.of(model, lora_rank=r)
+        for mode, compiled in modes:
+            p = plan_memory(s, world_size=world, tokens=token_budget, ac=mode, compiled=compiled)
+            fits = [card for card, budget in CARDS.items() if p.total <= budget]
+            vals = " | ".join(f"{v:.1f}" for v in p.columns().values())
+            yes = "yes" if compiled else "no"
+            print(f"| {name} | {world} | {mode} | {yes} | {vals} | {', '.join(fits) or 'neither'} |")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=sorted(common.SHAPES), default="7b")
-    ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    ap.add_argument("--global-batch-size", type=int, default=128, help="pairs per step over all ranks")
-    ap.add_argument("--micro-batch-tokens", type=int, default=16384)
-    ap.add_argument("--median-len", type=int, default=1024, help="median tokens of one conversation")
-    ap.add_argument("--sigma", type=float, default=0.6, help="lognormal spread of lengths")
-    ap.add_argument("--max-len", type=int, default=4096)
-    ap.add_argument("--no-ac", action="store_true", help="no activation checkpointing")
-    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (the engine's)")
-    ap.add_argument("--fp32", action="store_true", help="no bf16 mixed precision")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full)")
-    ap.add_argument("--plan", action="store_true", help="print the computed memory plan and exit (no GPU)")
-    ap.add_argument("--json", default=None, help="write the result here (rank 0)")
-    args = ap.parse_args()
-    if args.plan:
-        print_plan(args.size, args.micro_batch_tokens)
-        return 0
+# ---- one configuration ---------------------------------------------------------------------------
 
-    env = join(args.device)
+
+def resolve(
+    bc: BenchConfig, shapes: Shapes, env: ProcessGroup, longest: int
+) -> tuple[ACMode, dict[str, Any]]:
+    """The mode a configuration runs (``auto``: as the trainer would choose it) and its plan."""
+    kw: dict[str, Any] = {"world_size": env.world_size, "tokens": max(bc.tokens, longest)}
+    kw |= {"compiled": bc.compile, "fused_optimizer": not bc.foreach}
+    if bc.ac == "auto":
+        budget = bc.budget_gib or device_budget_gib(env.device) or 1e9
+        choice = choose_ac(shapes, budget_gib=budget, **kw)
+        return choice.mode, choice.to_dict()
+    mode = parse_ac(bc.ac)
+    return mode, plan_memory(shapes, ac=mode, **kw).to_dict()
+
+
+def run_config(
+    bc: BenchConfig, mode: ACMode, args: argparse.Namespace, env: ProcessGroup, data: TokenPairs
+) -> dict[str, Any]:
+    """Builds, shards and times one configuration; returns its measurements (all ranks)."""
+    t0 = time.perf_counter()
     cuda = env.device.type == "cuda"
     bf16 = cuda and not args.fp32
-    model = build_model(args.size, env.device)
-    if args.lora_rank:
-        with torch.device("meta"):
-            apply_lora(
-                model, LoraSettings(rank=args.lora_rank), frozen_dtype=torch.bfloat16 if bf16 else None
-            )
-    n = matmul_params(model)
-    flops = FlopCounter(model.config, flop_params(model, n) if args.lora_rank else n)
-    model.train()
-    if args.compile:
-        set_compiled(model, True)
-    if not args.no_ac:
-        enable_activation_checkpointing(model)
-    root = PairRewards(model)
-    shard_model(root, model, device=env.device, param_dtype=torch.bfloat16 if bf16 else None)
+    leftover = torch.cuda.memory_allocated(env.device) / GIB if cuda else 0.0  # from earlier configurations
+    model = build_model(args.size)
+    lora = LoraSettings(rank=args.lora_rank) if args.lora_rank else None
+    root = parallelize(
+        model,
+        device=env.device,
+        ac=mode,
+        compile=bc.compile,
+        lora=lora,
+        param_dtype=torch.bfloat16 if bf16 else None,
+    )
     materialize(root, model, env.device, seed=0)
+    n = matmul_params(model)
+    flops = FlopCounter(model.config, flop_params(model, n) if lora else n)
     opt, sched = make_optimizer(
         trainable_parameters(root),
-        lr=1e-4 if args.lora_rank else 2e-6,
+        lr=1e-4 if lora else 2e-6,
         betas=(0.9, 0.98),
         eps=1e-8,
         weight_decay=0.1,
         warmup_steps=10,
+        fused=not bc.foreach and cuda,
     )
     step = PairStep(
-        root, opt, sched, device=env.device, rank=env.rank, world=env.world_size, loss_name="bt",
-        reward_centering=0.0, token_budget=args.micro_batch_tokens, pad_token_id=None, flops=flops,
-        grad_clip=1.0,
+        root, opt, sched, device=env.device, rank=env.rank, world_size=env.world_size, loss_name="bt",
+        reward_centering=0.0, token_budget=bc.tokens, pad_token_id=None, flops=flops, grad_clip=1.0,
     )  # fmt: skip
-    total = args.warmup + args.steps
-    data = workload(
-        args.global_batch_size * total, median=args.median_len, sigma=args.sigma, max_len=args.max_len,
-        vocab=model.config.vocab_size, seed=1,
-    )  # fmt: skip
+    setup_seconds = time.perf_counter() - t0
+    before = torch.cuda.memory_allocated(env.device) / GIB if cuda else 0.0
     stats = []
+    total = args.warmup + args.steps
     for i in range(total):
         if i == args.warmup and cuda:
             torch.cuda.reset_peak_memory_stats(env.device)
@@ -256,43 +258,180 @@ def main() -> int:
             stats.append(s)
         if env.is_main:
             print(
-                f"step {i + 1}/{total}: {s.seconds:.2f}s {s.tokens} tokens loss {s.loss:.4f}", file=sys.stderr
+                f"  step {i + 1}/{total}: {s.seconds:.2f}s {s.tokens} tokens loss {s.loss:.4f}",
+                file=sys.stderr,
             )
     mem = torch.tensor([peak_memory_gib(env.device)], dtype=torch.float64, device=env.device)
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     seconds = sum(s.seconds for s in stats)
     tokens = sum(s.tokens for s in stats)
+    flops_total = sum(s.flops for s in stats)
     peak = peak_tflops(env.device) if bf16 else None
-    result = {
-        "size": args.size,
-        "params": matmul_params(model) + model.get_input_embeddings().weight.numel(),
+    del step, opt, sched, root, model
+    return {
+        "params": n + (model_config(args.size).vocab_size * model_config(args.size).hidden_size),
         "lora_rank": args.lora_rank,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "world": env.world_size,
-        "device": torch.cuda.get_device_name(env.device) if cuda else "cpu",
-        "torch": torch.__version__,
         "precision": "bf16-mixed" if bf16 else "fp32",
-        "activation_checkpointing": not args.no_ac,
-        "compile": args.compile,
-        "global_batch_size": args.global_batch_size,
-        "micro_batch_tokens": args.micro_batch_tokens,
-        "median_len": args.median_len,
+        "activation_checkpointing": str(mode),
+        "compile": bc.compile,
+        "optimizer": "foreach" if bc.foreach or not cuda else "fused",
+        "token_budget": bc.tokens,
         "timed_steps": len(stats),
         "tokens_per_step": tokens / len(stats),
         "seconds_per_step": seconds / len(stats),
         "tokens_per_s_per_gpu": tokens / seconds / env.world_size,
-        "tflops_per_gpu": sum(s.flops for s in stats) / seconds / env.world_size / 1e12,
-        "mfu": sum(s.flops for s in stats) / seconds / env.world_size / (peak * 1e12) if peak else None,
+        "tflops_per_gpu": flops_total / seconds / env.world_size / 1e12,
+        "mfu": flops_total / seconds / env.world_size / (peak * 1e12) if peak else None,
         "peak_memory_gib": mem.item(),
-        "date": time.strftime("%Y-%m-%d"),
+        "allocated_before_gib": leftover,
+        "allocated_after_setup_gib": before,
+        "setup_seconds": setup_seconds,
+        "wall_seconds": time.perf_counter() - t0,
     }
+
+
+def release(env: ProcessGroup) -> None:
+    """Frees one configuration's model, optimizer and compiled code before the next."""
+    gc.collect()
+    torch._dynamo.reset()
+    if env.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---- the table -----------------------------------------------------------------------------------
+
+COLUMNS = (
+    "configuration",
+    "AC",
+    "compiled",
+    "AdamW",
+    "tokens",
+    "tok/s/GPU",
+    "MFU",
+    "peak GiB",
+    "plan GiB",
+    "≤ 75.6",
+)
+
+
+def table_row(r: dict[str, Any]) -> str:
+    if "skipped" in r:
+        return f"| {r['configuration']} | {r.get('activation_checkpointing', '')} | | | | skipped: {r['skipped']} | | | | |"
+    mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else "—"
+    fits = "yes" if r["peak_memory_gib"] <= CARDS["H100 80GB"] else "no"
+    name = r["configuration"] + (f" (= {r['same_as']})" if "same_as" in r else "")
+    cells = (
+        name,
+        r["activation_checkpointing"],
+        "yes" if r["compile"] else "no",
+        r["optimizer"],
+        str(r["token_budget"]),
+        f"{r['tokens_per_s_per_gpu']:,.0f}",
+        mfu,
+        f"{r['peak_memory_gib']:.1f}",
+        f"{r['planned_gib']:.1f}",
+        fits,
+    )
+    return "| " + " | ".join(cells) + " |"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(table_row(r))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=sorted(common.SHAPES), default="7b")
+    ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--global-batch-size", type=int, default=128, help="pairs per step over all ranks")
+    ap.add_argument("--token-budget", "--micro-batch-tokens", dest="token_budget", type=int, default=16384)
+    ap.add_argument("--median-len", type=int, default=1024, help="median tokens of one conversation")
+    ap.add_argument("--sigma", type=float, default=0.6, help="lognormal spread of lengths")
+    ap.add_argument("--max-len", type=int, default=4096)
+    ap.add_argument("--ac", default="full", help="activation checkpointing mode (one configuration)")
+    ap.add_argument("--no-ac", action="store_true", help="same as --ac none")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder block")
+    ap.add_argument("--foreach", action="store_true", help="foreach AdamW instead of the fused kernel")
+    ap.add_argument("--sweep", action="store_true", help="run --configs (default: the GPU sweep)")
+    ap.add_argument("--configs", nargs="+", default=list(DEFAULT_SWEEP), help="configurations for --sweep")
+    ap.add_argument("--time-limit", type=float, default=None, help="start no configuration after this many s")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 mixed precision")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank (0: full)")
+    ap.add_argument("--plan", action="store_true", help="print the computed memory plan and exit (no GPU)")
+    ap.add_argument("--plan-gpus", type=int, nargs="+", default=[4, 8], help="GPU counts --plan shows")
+    ap.add_argument(
+        "--out", default=os.environ.get("OUT"), help="directory for train_bench.json (default $OUT)"
+    )
+    ap.add_argument("--json", default=None, help="write the results to this file instead")
+    args = ap.parse_args()
+    if args.plan:
+        print_plan(args.size, args.token_budget, args.plan_gpus)
+        return 0
+    specs = args.configs if args.sweep else ["none" if args.no_ac else args.ac]
+    if not args.sweep:
+        specs = [specs[0] + ("+compile" if args.compile else "") + ("+foreach" if args.foreach else "")]
+    configs = [BenchConfig.parse(s, tokens=args.token_budget) for s in specs]
+    out = Path(args.json) if args.json else Path(args.out or ".") / "train_bench.json"
+
+    env = join(args.device)
+    start = time.perf_counter()
+    shapes = Shapes.of(build_model(args.size), lora_rank=args.lora_rank)
+    data = workload(
+        args.global_batch_size * (args.warmup + args.steps), median=args.median_len, sigma=args.sigma,
+        max_len=args.max_len, vocab=model_config(args.size).vocab_size, seed=1,
+    )  # fmt: skip
+    capacity = device_capacity_gib(env.device)
+    header = {
+        "size": args.size,
+        "world_size": env.world_size,
+        "device": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(sys.argv),
+        "global_batch_size": args.global_batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "workload": {"median_len": args.median_len, "sigma": args.sigma, "max_len": args.max_len},
+        "longest_pair": max(data.lengths),
+    }
+    results: list[dict[str, Any]] = []
+    done: dict[tuple, dict[str, Any]] = {}
+    for spec, bc in zip(specs, configs, strict=True):
+        late = args.time_limit is not None and time.perf_counter() - start > args.time_limit
+        flag = torch.tensor([int(late)], device=env.device)
+        dist.broadcast(flag, src=0)  # every rank stops at the same configuration
+        mode, plan = resolve(bc, shapes, env, max(data.lengths))
+        row: dict[str, Any] = {"configuration": spec, **plan}
+        key = (str(mode), bc.compile, bc.foreach, bc.tokens)
+        if flag.item():
+            row["skipped"] = f"time limit {args.time_limit:.0f} s"
+        elif key in done:
+            row |= {k: v for k, v in done[key].items() if k not in row} | {
+                "same_as": done[key]["configuration"]
+            }
+        elif capacity is not None and plan["planned_gib"] > capacity:
+            row["skipped"] = f"plan {plan['planned_gib']:.0f} GiB > {capacity:.0f} GiB"
+        else:
+            if env.is_main:
+                print(f"== {spec}: {mode}{' (auto)' if bc.ac == 'auto' else ''}", file=sys.stderr)
+            row |= run_config(bc, mode, args, env, data)
+            done[key] = row
+            release(env)
+        row["activation_checkpointing"] = str(mode)
+        results.append(row)
+        if env.is_main:
+            print(table_row(row), file=sys.stderr)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({**header, "results": results}, indent=1) + "\n", encoding="utf-8")
     if env.is_main:
-        width = max(map(len, result))
-        for k, v in result.items():
-            print(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"{args.size} on {env.world_size} × {header['device']}, {args.global_batch_size} pairs per step, "
+              f"longest pair {header['longest_pair']} tokens, {time.perf_counter() - start:.0f} s; wrote {out}")  # fmt: skip
+        print_table(results)
     leave(env)
     return 0
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rewardkit.train import train
+from rewardkit.train.metrics import read_metrics
 
 GOOD, BAD = "abcde", "vwxyz"
 
@@ -70,7 +71,7 @@ def fast_config(tiny_lm_dir: Path, task: dict[str, Path]):
             "lr": 1e-3,
             "warmup_steps": 1,
             "global_batch_size": 8,
-            "micro_batch_tokens": 256,
+            "token_budget": 256,
             "save_every": 0,
             "eval_every": 0,
             "tensorboard": False,
@@ -107,5 +108,25 @@ def train_one_and_two(tmp_path: Path, run_command, torchrun_cmd):
         proc = run_command(args, timeout=240)
         assert proc.returncode == 0, proc.stderr[-4000:]
         return one, two
+
+    return run
+
+
+@pytest.fixture()
+def cut_and_resumed(tmp_path: Path):
+    """Trains ``opts`` 4 steps straight into ``tmp/full``, and 2 steps then a resume to 4 into
+    ``tmp/cut`` (checkpoints every 2 steps); checks that the resumed run has the same loss curve
+    and returns its directory."""
+
+    def run(opts: dict) -> Path:
+        common = {**opts, "save_every": 2, "export": False}
+        train({**common, "output": str(tmp_path / "full"), "max_steps": 4})
+        train({**common, "output": str(tmp_path / "cut"), "max_steps": 2})
+        train({**common, "output": str(tmp_path / "cut"), "max_steps": 4, "resume": "latest"})
+        full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+        assert [r["step"] for r in cut] == [1, 2, 3, 4]
+        assert [r["loss"] for r in cut] == pytest.approx([r["loss"] for r in full], abs=1e-6)
+        assert [r["grad_norm"] for r in cut] == pytest.approx([r["grad_norm"] for r in full], abs=1e-5)
+        return tmp_path / "cut"
 
     return run

@@ -75,3 +75,34 @@ def test_bad_set_syntax_and_missing_yaml(tmp_path: Path) -> None:
 def test_direct_construction_checks_types() -> None:
     with pytest.raises(ConfigError, match="epochs \\(--epochs\\): must be a number, got 'one'"):
         TrainConfig(**REQUIRED, epochs="one")  # type: ignore[arg-type]
+
+
+def test_token_budget_and_its_old_name(tmp_path: Path) -> None:
+    y = tmp_path / "old.yaml"
+    y.write_text("model: m\ndata: d\noutput: o\nmicro_batch_tokens: 4096\n")
+    assert load_config(y).token_budget == 4096  # existing YAML files keep working
+    assert load_config(y, flags={"token_budget": 2048}).token_budget == 2048  # the flag wins
+    assert load_config(y, sets=["micro_batch_tokens=1024"]).token_budget == 1024
+    assert TrainConfig.from_dict({**REQUIRED, "micro_batch_tokens": 512}).token_budget == 512
+    with pytest.raises(ConfigError, match=r"token_budget \(--token-budget\) and micro_batch_tokens"):
+        TrainConfig.from_dict({**REQUIRED, "micro_batch_tokens": 512, "token_budget": 256})
+
+
+def test_cli_accepts_both_flag_spellings() -> None:
+    from rewardkit.cli import build_parser
+
+    parser = build_parser()
+    for flag in ("--token-budget", "--micro-batch-tokens"):
+        args = parser.parse_args(["train", flag, "2048", "--activation-checkpointing", "selective-op"])
+        assert args.token_budget == 2048 and args.activation_checkpointing == "selective-op"
+
+
+def test_activation_checkpointing_accepts_the_old_booleans(tmp_path: Path) -> None:
+    y = tmp_path / "c.yaml"
+    y.write_text("model: m\ndata: d\noutput: o\nactivation_checkpointing: true\n")
+    assert load_config(y).activation_checkpointing == "full"
+    assert load_config(y, sets=["activation_checkpointing=false"]).activation_checkpointing == "none"
+    assert load_config(y, sets=["activation_checkpointing=selective-layer:4"]).activation_checkpointing == (
+        "selective-layer:4"
+    )
+    assert TrainConfig(**REQUIRED).activation_checkpointing == "auto"

@@ -106,23 +106,39 @@ def test_conversations_are_not_pairs(jsonl, tmp_path: Path) -> None:
         load_pairs(str(f))
 
 
-def test_tokenize_drops_or_reports_overlong(jsonl, tmp_path: Path) -> None:
-    f = jsonl(
-        "p.jsonl",
-        [
-            {"prompt": "hi", "chosen": "ok", "rejected": "no"},
-            {"prompt": "hi", "chosen": "x" * 200, "rejected": "y"},
-        ],
-    )
-    pairs = load_pairs(str(f)).pairs
+def test_tokenize_drops_or_reports_overlong_with_its_file_line(jsonl, tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "hi", "chosen": "ok", "rejected": "no"},
+        {**HS3, "overall_preference": 0},  # a tie, dropped before tokenizing
+        {"prompt": "hi", "chosen": "x", "rejected": "y" * 200},
+    ]
+    # Ties are not mixed with chosen/rejected records in one file; two files keep the lines apart.
+    f = jsonl("p.jsonl", [rows[0], rows[0], rows[2]])
+    data = load_pairs(str(f))
     chat = ChatTokenizer(byte_tokenizer(), max_length=64)
-    tp = tokenize_pairs(pairs, chat, truncation="drop", source="p.jsonl")
-    assert len(tp) == 1 and tp.dropped == 1
+    tp = tokenize_pairs(data, chat, truncation="drop")
+    assert len(tp) == 2 and tp.dropped == 1
     # The chat template's own ids, chosen and rejected.
-    assert tp.chosen[0] == chat.encode_one(pairs[0].chosen).ids
-    assert tp.rejected[0] == chat.encode_one(pairs[0].rejected).ids
-    with pytest.raises(InputError, match="pair 1"):
-        tokenize_pairs(pairs, chat, truncation="error", source="p.jsonl")
+    assert tp.chosen[0] == chat.encode_one(data.pairs[0].chosen).ids
+    assert tp.rejected[0] == chat.encode_one(data.pairs[0].rejected).ids
+    with pytest.raises(InputError, match=rf"{f}:3: field 'rejected': "):
+        tokenize_pairs(data, chat, truncation="error")
+    # After ties are dropped and a subset taken, the line is still the record's own.
+    h = jsonl("hs3.jsonl", [{**HS3, "overall_preference": 0}, {**HS3, "overall_preference": 1}] * 2)
+    long = {**HS3, "response1": "z" * 200, "overall_preference": -1}
+    h.write_text(h.read_text() + json.dumps(long) + "\n")
+    data = load_pairs(str(h)).take([2, 0])
+    assert data.lines == [5, 2]
+    with pytest.raises(InputError, match=rf"{h}:5: field 'chosen'"):
+        tokenize_pairs(data, chat, truncation="error")
+
+
+def test_all_ties_error_says_how_many(jsonl) -> None:
+    f = jsonl("ties.jsonl", [{**HS3, "overall_preference": 0}] * 3)
+    with pytest.raises(
+        InputError, match=r"no preference pairs in .*ties.jsonl: all 3 are ties \(preference 0\)"
+    ):
+        load_pairs(str(f))
 
 
 def test_global_batches_cover_each_epoch_once() -> None:
@@ -138,7 +154,7 @@ def test_global_batches_cover_each_epoch_once() -> None:
 def test_rank_shards_partition_and_balance() -> None:
     lengths = [10, 90, 40, 60, 20, 80, 30, 70]
     batch = list(range(8))
-    shards = [rank_shard(batch, lengths, rank=r, world=2) for r in range(2)]
+    shards = [rank_shard(batch, lengths, rank=r, world_size=2) for r in range(2)]
     assert sorted(shards[0] + shards[1]) == batch
     assert [sum(lengths[i] for i in s) for s in shards] == [200, 200]
 
@@ -146,7 +162,7 @@ def test_rank_shards_partition_and_balance() -> None:
 def test_micro_batches_respect_budget_and_keep_ranks_in_step() -> None:
     lengths = [100, 100, 100, 100, 100]
     batch = list(range(5))
-    plans = [plan_micro_batches(batch, lengths, rank=r, world=2, token_budget=200) for r in range(2)]
+    plans = [plan_micro_batches(batch, lengths, rank=r, world_size=2, token_budget=200) for r in range(2)]
     assert len(plans[0]) == len(plans[1])  # same number of forwards on every rank
     real = [i for plan in plans for idx, w in plan if w == 1.0 for i in idx]
     assert sorted(real) == batch  # every pair trained once

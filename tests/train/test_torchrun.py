@@ -20,7 +20,7 @@ def test_two_processes_match_one(
         "max_val_pairs": 16,
         "max_pairs": 48,
         "max_steps": 3,
-        "micro_batch_tokens": 128,
+        "token_budget": 128,
         "save_every": 2,
     }
     one, two_out = train_one_and_two(opts)

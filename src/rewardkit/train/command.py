@@ -30,10 +30,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=float, help="passes over the data (default 1)")
     p.add_argument("--lr", type=float, help="learning rate after warmup (default 2e-6)")
     p.add_argument("--global-batch-size", type=int, help="pairs per optimizer step over all ranks (128)")
-    p.add_argument("--micro-batch-tokens", type=int, help="tokens per packed forward (16384)")
+    p.add_argument(
+        "--token-budget",
+        "--micro-batch-tokens",
+        dest="token_budget",
+        type=int,
+        help="tokens per packed forward (16384; --micro-batch-tokens is its old name)",
+    )
     p.add_argument("--max-length", type=int, help="longest conversation in tokens (default: the model's)")
     p.add_argument(
         "--resume", nargs="?", const="latest", help="continue from the newest (or a given) checkpoint"
+    )
+    p.add_argument(
+        "--force-resume",
+        action="store_true",
+        default=None,
+        help="resume although the checkpoint was written with other data, model, loss or schedule",
+    )
+    p.add_argument(
+        "--activation-checkpointing",
+        metavar="MODE",
+        help="none, full, selective-op, selective-layer:N or auto (default: the fastest that fits the GPU)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile each decoder block (default: on GPU)",
     )
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--seed", type=int, help="data order and head initialisation (0)")

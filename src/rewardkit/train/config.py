@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from rewardkit.errors import ConfigError
+from rewardkit.train.activation_checkpointing import normalize_ac
 from rewardkit.train.lora import DEFAULT_TARGET_MODULES
 from rewardkit.train.loss import LossName
 
@@ -47,7 +48,8 @@ class TrainConfig:
         epochs: passes over the data (fractions allowed); ignored when ``max_steps`` is set.
         max_steps: optimizer steps to run (overrides ``epochs``).
         global_batch_size: preference pairs per optimizer step, over all ranks.
-        micro_batch_tokens: token budget of one packed forward (chosen + rejected tokens).
+        token_budget: tokens of one packed forward (chosen + rejected); a longer pair gets a
+            forward of its own. ``micro_batch_tokens`` is accepted as its old name.
         lr: peak learning rate (constant after warmup).
         warmup_steps: linear warmup from 0 to ``lr``.
         weight_decay: AdamW decoupled weight decay.
@@ -60,7 +62,13 @@ class TrainConfig:
         max_pairs: use at most this many training pairs (after shuffling); for quick runs.
         max_val_pairs: use at most this many validation pairs.
         precision: ``auto`` = bf16 mixed precision on GPU (fp32 master weights), fp32 on CPU.
-        activation_checkpointing: recompute each decoder layer in backward (default: on GPU).
+        activation_checkpointing: what backward recomputes instead of keeping: ``none``,
+            ``full``, ``selective-op``, ``selective-layer:N`` or ``auto`` (the fastest that the
+            memory plan fits on the GPU; ``none`` on CPU); ``true``/``false`` mean ``full``/``none``
+            (see `rewardkit.train.activation_checkpointing`).
+        compile: ``torch.compile`` each decoder block (default: on GPU).
+        memory_budget_gib: GiB per GPU that ``auto`` plans for (default: the GPU's memory less
+            4 GiB).
         device: ``auto``, ``cpu`` or ``cuda`` (each rank takes ``cuda:LOCAL_RANK``).
         lora_rank: train LoRA adapters of this rank (with the reward head) instead of every
             weight; 0 = full fine-tuning. Needs ``peft``.
@@ -73,6 +81,8 @@ class TrainConfig:
         save_every: write a sharded checkpoint every N steps (0: only at the end).
         keep_checkpoints: how many recent checkpoints to keep.
         resume: ``latest`` (newest checkpoint under ``output``) or a checkpoint directory.
+        force_resume: resume although the checkpoint was written with other data, model, loss or
+            schedule (refused otherwise).
         log_every: write metrics every N steps.
         tensorboard: write TensorBoard logs (default: if ``tensorboard`` is installed).
         peak_tflops: the device's peak dense TFLOP/s for MFU (default: known GPUs only).
@@ -93,7 +103,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None
     global_batch_size: int = 128
-    micro_batch_tokens: int = 16384
+    token_budget: int = 16384
     lr: float = 2e-6
     warmup_steps: int = 10
     weight_decay: float = 0.1
@@ -105,7 +115,9 @@ class TrainConfig:
     max_pairs: int | None = None
     max_val_pairs: int | None = None
     precision: Precision = "auto"
-    activation_checkpointing: bool | None = None
+    activation_checkpointing: str | bool | None = "auto"
+    compile: bool | None = None
+    memory_budget_gib: float | None = None
     device: str = "auto"
     lora_rank: int = 0
     lora_alpha: float | None = None
@@ -116,6 +128,7 @@ class TrainConfig:
     save_every: int = 100
     keep_checkpoints: int = 2
     resume: str | None = None
+    force_resume: bool = False
     log_every: int = 1
     tensorboard: bool | None = None
     peak_tflops: float | None = None
@@ -131,6 +144,7 @@ class TrainConfig:
         problems = _problems(vars(self))
         if problems:
             raise ConfigError(_format(problems))
+        self.activation_checkpointing = normalize_ac(self.activation_checkpointing)
 
     @property
     def output_dir(self) -> Path:
@@ -141,6 +155,7 @@ class TrainConfig:
         """Builds a config from plain values (YAML, flags), reporting every problem at once."""
         hints = _hints()
         problems: list[str] = []
+        values = _rename_aliases(values, problems)
         for key in values:
             if key not in hints:
                 close = difflib.get_close_matches(key, hints, n=1)
@@ -186,17 +201,18 @@ def load_config(
             raise ConfigError(
                 f"--config {p}: expected a mapping of option: value, got {type(loaded).__name__}"
             )
-        values.update(loaded or {})
+        values.update(_rename_aliases(loaded or {}, problems))
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             problems.append(f"--set {item!r}: expected key=value")
             continue
+        key = ALIASES.get(key.strip(), key.strip())
         try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            values[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            values[key.strip()] = raw
+            values[key] = raw
     if problems:
         raise ConfigError(_format(problems))
     # Numbers written like 2e-6 in YAML 1.1 load as strings; accept them for float options.
@@ -206,6 +222,17 @@ def load_config(
             with contextlib.suppress(ValueError):
                 values[k] = float(v)
     return TrainConfig.from_dict(values)
+
+
+def _rename_aliases(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Old option names → current ones; both spellings in one source is a problem."""
+    out = dict(values)
+    for old, new in ALIASES.items():
+        if old in out:
+            if new in out:
+                problems.append(f"{_name(new)} and {old} (its old name) can't both be set")
+            out[new] = out.pop(old)
+    return out
 
 
 def _hints() -> dict[str, Any]:
@@ -273,7 +300,7 @@ def _problems(values: Mapping[str, Any]) -> list[str]:
         if not ok:
             out.append(f"{_name(key)}: {what}, got {v.get(key)!r}")
 
-    for key in ("global_batch_size", "micro_batch_tokens", "log_every", "keep_checkpoints"):
+    for key in ("global_batch_size", "token_budget", "log_every", "keep_checkpoints"):
         need(v.get(key, 1) >= 1, key, "must be at least 1")
     for key in ("max_steps", "max_pairs", "max_val_pairs"):
         need(v.get(key) is None or v[key] >= 1, key, "must be at least 1 when set")
@@ -293,6 +320,15 @@ def _problems(values: Mapping[str, Any]) -> list[str]:
     need(0 <= v.get("val_fraction", 0) < 1, "val_fraction", "must be in [0, 1)")
     need(v.get("max_length") is None or v["max_length"] >= 8, "max_length", "must be at least 8")
     need(v.get("peak_tflops") is None or v["peak_tflops"] > 0, "peak_tflops", "must be positive")
+    need(
+        v.get("memory_budget_gib") is None or v["memory_budget_gib"] > 0,
+        "memory_budget_gib",
+        "must be positive",
+    )
+    try:
+        normalize_ac(v.get("activation_checkpointing"))
+    except ValueError as e:
+        need(False, "activation_checkpointing", str(e))
     betas = v.get("adam_betas", (0.9, 0.98))
     need(all(0 <= b < 1 for b in betas), "adam_betas", "each beta must be in [0, 1)")
     if v.get("val_data") and v.get("val_fraction"):
@@ -307,6 +343,8 @@ def _format(problems: list[str]) -> str:
 
 
 _REQUIRED = tuple(f.name for f in fields(TrainConfig) if f.default is MISSING)
+# Old option names that existing YAML files and scripts use.
+ALIASES = {"micro_batch_tokens": "token_budget"}
 # Options that have their own command-line flag (the rest are set with --set or in YAML).
 CLI_FLAGS = (
     "model",
@@ -318,9 +356,12 @@ CLI_FLAGS = (
     "epochs",
     "lr",
     "global_batch_size",
-    "micro_batch_tokens",
+    "token_budget",
     "max_length",
     "resume",
+    "force_resume",
+    "activation_checkpointing",
+    "compile",
     "device",
     "seed",
 )

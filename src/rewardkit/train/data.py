@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from rewardkit.data.io import iter_raw, read_records, source_name
 from rewardkit.engine.batching import PackedBatch, pack, token_budget_batches
 from rewardkit.errors import ConfigError, InputError, RewardkitError
 from rewardkit.models.templating import ChatTokenizer
+from rewardkit.nested import flatten, split
 from rewardkit.train.config import DataFormat, TrainTruncation
 
 log = logging.getLogger(__name__)
@@ -40,23 +41,29 @@ class PairData:
 
     Args:
         pairs: the pairs, in source order.
+        lines: where each pair is in the source (file line, or row of a hub split), for messages.
         ties: pairs with preference 0 that were dropped (a tie teaches BT nothing).
         helpsteer: whether the source carries HelpSteer preference strengths.
         source: where the pairs came from, for messages.
     """
 
     pairs: list[PreferencePair]
+    lines: list[int]
     ties: int
     helpsteer: bool
     source: str
 
+    def take(self, indices: Sequence[int]) -> PairData:
+        """The pairs at ``indices`` (with their lines), in that order."""
+        return replace(self, pairs=[self.pairs[i] for i in indices], lines=[self.lines[i] for i in indices])
 
-def _raise_errors(errors: Sequence[InputError], source: str) -> None:
+
+def _raise_errors(errors: Sequence[InputError], source: str, what: str = "invalid record(s)") -> None:
     if not errors:
         return
     shown = "\n  ".join(e.describe() for e in errors[:_MAX_LISTED_ERRORS])
     more = f"\n  ... and {len(errors) - _MAX_LISTED_ERRORS} more" if len(errors) > _MAX_LISTED_ERRORS else ""
-    raise InputError(f"{len(errors)} invalid record(s) in {source}:\n  {shown}{more}")
+    raise InputError(f"{len(errors)} {what} in {source}:\n  {shown}{more}")
 
 
 def hs2_turns(prompt: str) -> list[dict[str, str]]:
@@ -111,15 +118,18 @@ def _detect(first: Any) -> DataFormat:
     return "chosen_rejected"
 
 
-def _parse_rows(rows: Iterable[tuple[int, Any]], fmt: DataFormat, source: str) -> list[PreferencePair]:
+Located = list[tuple[int, PreferencePair]]  # (line or row, pair)
+
+
+def _parse_rows(rows: Iterable[tuple[int, Any]], fmt: DataFormat, source: str) -> Located:
     """Parses raw rows of a hub dataset (or HelpSteer2 file); collects every error."""
-    pairs: list[PreferencePair] = []
+    pairs: Located = []
     errors: list[InputError] = []
     for n, obj in rows:
         try:
             if isinstance(obj, InputError):
                 raise obj
-            pairs.append(parse_hs2(obj) if fmt == "helpsteer2" else parse_pair(obj))
+            pairs.append((n, parse_hs2(obj) if fmt == "helpsteer2" else parse_pair(obj)))
         except InputError as e:
             errors.append(e.locate(source=source, line=n))
     _raise_errors(errors, source)
@@ -130,7 +140,7 @@ def _hs2_split(split: str) -> set[str]:
     return {"train"} if split == "train" else {"val", "validation"}
 
 
-def _load_file(path: str, fmt: DataFormat, split: str | None) -> tuple[list[PreferencePair], DataFormat]:
+def _load_file(path: str, fmt: DataFormat, split: str | None) -> tuple[Located, DataFormat]:
     src = source_name(path)
     if fmt == "auto":
         first = next((obj for _, obj in iter_raw(path) if not isinstance(obj, InputError)), None)
@@ -143,14 +153,14 @@ def _load_file(path: str, fmt: DataFormat, split: str | None) -> tuple[list[Pref
         return _parse_rows(rows, fmt, src), fmt
     loaded = read_records(path)
     _raise_errors(loaded.errors, src)
-    pairs = [r for _, r in loaded.records if isinstance(r, PreferencePair)]
+    pairs = [(n, r) for n, r in loaded.records if isinstance(r, PreferencePair)]
     if len(pairs) != len(loaded.records):
         line = next(n for n, r in loaded.records if not isinstance(r, PreferencePair))
         raise InputError("expected preference pairs, found a single conversation", source=src, line=line)
     return pairs, fmt
 
 
-def _load_hub(name: str, fmt: DataFormat, split: str) -> tuple[list[PreferencePair], DataFormat]:
+def _load_hub(name: str, fmt: DataFormat, split: str) -> tuple[Located, DataFormat]:
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is an optional dependency
@@ -197,14 +207,23 @@ def load_pairs(source: str, *, data_format: DataFormat = "auto", split: str | No
     """
     if is_local(source):
         pairs, fmt = _load_file(source, data_format, split)
+        label = source_name(source)
     else:
         pairs, fmt = _load_hub(source, data_format, split or "train")
-    kept = [p for p in pairs if not p.is_tie]
+        label = f"{source}[{split or 'train'}]"
+    kept = [(n, p) for n, p in pairs if not p.is_tie]
     ties = len(pairs) - len(kept)
     if not kept:
-        raise InputError(f"no preference pairs (ties excluded) in {source}")
-    log.info("%s: %d pairs, %d ties dropped", source, len(kept), ties)
-    return PairData(pairs=kept, ties=ties, helpsteer=fmt in ("helpsteer2", "helpsteer3"), source=source)
+        what = f"all {ties} are ties (preference 0), which are dropped" if ties else "it holds no records"
+        raise InputError(f"no preference pairs in {label}: {what}")
+    log.info("%s: %d pairs, %d ties dropped", label, len(kept), ties)
+    return PairData(
+        pairs=[p for _, p in kept],
+        lines=[n for n, _ in kept],
+        ties=ties,
+        helpsteer=fmt in ("helpsteer2", "helpsteer3"),
+        source=label,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,31 +244,34 @@ class TokenPairs:
         return [len(c) + len(r) for c, r in zip(self.chosen, self.rejected, strict=True)]
 
 
-def tokenize_pairs(
-    pairs: Sequence[PreferencePair], chat: ChatTokenizer, *, truncation: TrainTruncation, source: str
-) -> TokenPairs:
+def tokenize_pairs(data: PairData, chat: ChatTokenizer, *, truncation: TrainTruncation) -> TokenPairs:
     """Tokenizes chosen and rejected conversations with the model's chat template.
 
     Pairs that do not fit ``chat.max_length`` are dropped and counted (``drop``), truncated from
-    the left by ``chat`` (``left``), or reported (``error``).
+    the left by ``chat`` (``left``), or reported with their source line (``error``).
     """
-    encoded = chat.encode([c for p in pairs for c in (p.chosen, p.rejected)])
+    flat, sizes = flatten((p.chosen, p.rejected) for p in data.pairs)
+    encoded = split(chat.encode(flat), sizes)
     chosen, rejected, strength, errors = [], [], [], []
-    for i, p in enumerate(pairs):
-        c, r = encoded[2 * i], encoded[2 * i + 1]
-        bad = c if isinstance(c, InputError) else r if isinstance(r, InputError) else None
-        if bad is not None:
-            errors.append(InputError(bad.message, source=source, field=f"pair {i} ({p.id or 'no id'})"))
+    for p, line, (c, r) in zip(data.pairs, data.lines, encoded, strict=True):
+        bad = [(side, e) for side, e in (("chosen", c), ("rejected", r)) if isinstance(e, InputError)]
+        if bad:
+            side, e = bad[0]
+            errors.append(InputError(e.message, source=data.source, line=line, field=side))
             continue
         chosen.append(c.ids)  # type: ignore[union-attr]
         rejected.append(r.ids)  # type: ignore[union-attr]
         strength.append(p.strength)
     if errors and truncation == "error":
-        _raise_errors(errors, source)
+        what = (
+            f"pair(s) longer than max_length={chat.max_length} (truncation=error; --set truncation=drop "
+            "skips them, truncation=left drops their oldest context)"
+        )
+        _raise_errors(errors, data.source, what)
     if errors:
-        log.warning("%s: dropped %d pair(s) longer than %d tokens", source, len(errors), chat.max_length)
+        log.warning("%s: dropped %d pair(s) longer than %d tokens", data.source, len(errors), chat.max_length)
     if not chosen:
-        raise ConfigError(f"every pair of {source} is longer than max_length={chat.max_length}")
+        raise ConfigError(f"every pair of {data.source} is longer than max_length={chat.max_length}")
     return TokenPairs(chosen=chosen, rejected=rejected, strength=strength, dropped=len(errors))
 
 
@@ -274,16 +296,16 @@ def global_batch(num_pairs: int, step: int, *, global_batch_size: int, seed: int
     return order[k * global_batch_size : (k + 1) * global_batch_size]
 
 
-def rank_shard(batch: Sequence[int], lengths: Sequence[int], *, rank: int, world: int) -> list[int]:
+def rank_shard(batch: Sequence[int], lengths: Sequence[int], *, rank: int, world_size: int) -> list[int]:
     """This rank's pairs of a global batch: dealt longest first in snake order (0..W-1, W-1..0, ...),
     so every rank gets a similar number of tokens."""
     by_len = sorted(batch, key=lambda i: (-lengths[i], i))
-    return [i for k, i in enumerate(by_len) if _dealt_to(k, world) == rank]
+    return [i for k, i in enumerate(by_len) if _dealt_to(k, world_size) == rank]
 
 
-def _dealt_to(k: int, world: int) -> int:
-    lap, pos = divmod(k, world)
-    return pos if lap % 2 == 0 else world - 1 - pos
+def _dealt_to(k: int, world_size: int) -> int:
+    lap, pos = divmod(k, world_size)
+    return pos if lap % 2 == 0 else world_size - 1 - pos
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,7 +328,7 @@ class MicroBatch:
 
 
 def plan_micro_batches(
-    batch: Sequence[int], lengths: Sequence[int], *, rank: int, world: int, token_budget: int
+    batch: Sequence[int], lengths: Sequence[int], *, rank: int, world_size: int, token_budget: int
 ) -> list[tuple[list[int], float]]:
     """Splits this rank's shard of a global batch into token-budget micro-batches.
 
@@ -319,8 +341,8 @@ def plan_micro_batches(
     """
     counts = []
     mine: list[list[int]] = []
-    for r in range(world):
-        shard = rank_shard(batch, lengths, rank=r, world=world)
+    for r in range(world_size):
+        shard = rank_shard(batch, lengths, rank=r, world_size=world_size)
         plan = [
             [shard[j] for j in mb] for mb in token_budget_batches([lengths[i] for i in shard], token_budget)
         ]
@@ -333,7 +355,7 @@ def plan_micro_batches(
 
 def collate(data: TokenPairs, indices: Sequence[int], weight: float, pad_token_id: int | None) -> MicroBatch:
     """Packs the pairs ``indices`` into one stream, chosen then rejected for each pair."""
-    seqs = [s for i in indices for s in (data.chosen[i], data.rejected[i])]
+    seqs, _ = flatten((data.chosen[i], data.rejected[i]) for i in indices)
     return MicroBatch(
         packed=pack(seqs, pad_token_id),
         strength=torch.tensor([data.strength[i] for i in indices], dtype=torch.float32),
@@ -341,9 +363,16 @@ def collate(data: TokenPairs, indices: Sequence[int], weight: float, pad_token_i
     )
 
 
-def split_holdout(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list, list]:
-    """(train, validation) with ``fraction`` of the pairs held out, chosen deterministically."""
-    order = epoch_order(len(pairs), seed=seed, epoch=-1)
-    n_val = max(1, round(fraction * len(pairs)))
-    val = set(order[:n_val])
-    return [p for i, p in enumerate(pairs) if i not in val], [p for i, p in enumerate(pairs) if i in val]
+def split_holdout(num_pairs: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, validation) indices with ``fraction`` of the pairs held out, chosen
+    deterministically, each in source order."""
+    order = epoch_order(num_pairs, seed=seed, epoch=-1)
+    val = set(order[: max(1, round(fraction * num_pairs))])
+    return [i for i in range(num_pairs) if i not in val], sorted(val)
+
+
+def subset(num_pairs: int, limit: int | None, seed: int) -> list[int]:
+    """Indices of at most ``limit`` pairs: a deterministic sample, in source order."""
+    if limit is None or num_pairs <= limit:
+        return list(range(num_pairs))
+    return sorted(epoch_order(num_pairs, seed=seed, epoch=-2)[:limit])

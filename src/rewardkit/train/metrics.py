@@ -69,7 +69,8 @@ class MetricsWriter:
     Args:
         output: the run directory.
         tensorboard: also write TensorBoard logs (see `tensorboard_enabled`).
-        truncate_after: on resume, drop rows logged after this step (they are logged again).
+        truncate_after: on resume, drop rows logged after this step (they are logged again);
+            TensorBoard is told the same, so its curves show each step once.
     """
 
     def __init__(self, output: Path, *, tensorboard: bool, truncate_after: int | None = None) -> None:
@@ -89,7 +90,10 @@ class MetricsWriter:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(output / "tensorboard"))
+            # ``purge_step`` hides the old run's events from that step on: the resumed steps
+            # replace them instead of being drawn a second time.
+            purge = truncate_after + 1 if truncate_after is not None else None
+            self._tb = SummaryWriter(log_dir=str(output / "tensorboard"), purge_step=purge)
 
     def write(self, row: dict[str, Any]) -> None:
         self._f.write(json.dumps(row) + "\n")

@@ -90,18 +90,9 @@ def load_reward_model(
             log.info("%s: new reward head (std 1/sqrt(%d))", src.name, config.hidden_size)
             init_head(model.score, config.hidden_size, seed)
     # Training always runs the packed varlen path; set it on the config so that activation
-    # checkpointing recomputes a layer with the same attention function as its forward.
+    # checkpointing recomputes a block with the same attention function as its forward.
     model.config._attn_implementation = VARLEN
     return model
-
-
-def enable_activation_checkpointing(model: torch.nn.Module) -> None:
-    """Recompute each decoder layer in backward (HF's per-layer checkpointing, non-reentrant)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:  # transformers releases before the rename
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def matmul_params(model: torch.nn.Module) -> int:

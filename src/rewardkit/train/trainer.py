@@ -9,45 +9,35 @@ whole global batch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
+import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from rewardkit.data.conversation import PreferencePair
 from rewardkit.distributed import ProcessGroup, join, leave
-from rewardkit.errors import ConfigError, RewardkitError
-from rewardkit.models.loading import default_max_length, load_tokenizer
-from rewardkit.models.templating import ChatTokenizer
+from rewardkit.errors import ConfigError
 from rewardkit.train import checkpoint as ckpt
+from rewardkit.train.build import (
+    build_optimizer,
+    check_output,
+    load_chat,
+    load_data,
+    load_model,
+    resolve_settings,
+)
 from rewardkit.train.config import TrainConfig
-from rewardkit.train.data import (
-    TokenPairs,
-    epoch_order,
-    global_batch,
-    is_local,
-    load_pairs,
-    split_holdout,
-    steps_per_epoch,
-    tokenize_pairs,
-)
-from rewardkit.train.distributed import PairRewards, broadcast_buffers, shard_model
-from rewardkit.train.lora import LoraSettings, apply_lora, flop_params, trainable_parameters
+from rewardkit.train.data import TokenPairs, global_batch
+from rewardkit.train.fingerprint import differences, run_fingerprint
+from rewardkit.train.lora import flop_params
 from rewardkit.train.metrics import FlopCounter, MetricsWriter, peak_tflops, tensorboard_enabled
-from rewardkit.train.modeling import (
-    ModelSource,
-    enable_activation_checkpointing,
-    load_reward_model,
-    matmul_params,
-    reward_config,
-)
-from rewardkit.train.step import PairStep, make_optimizer
+from rewardkit.train.modeling import matmul_params
+from rewardkit.train.parallelize import parallelize
+from rewardkit.train.step import PairStep
 
 log = logging.getLogger(__name__)
 
@@ -78,197 +68,152 @@ class Trainer:
         self.env: ProcessGroup | None = None
         self.writer: MetricsWriter | None = None
         self.step = 0
+        self.created_output = False
 
     # ---- setup ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Process group, tokenizer, data, sharded model, optimizer; restores a checkpoint."""
+        """Process group, tokenizer, data, sharded model, optimizer; restores a checkpoint.
+
+        The steps are the functions of `rewardkit.train.build`; the run directory is created
+        last, once everything that can fail on the options or the data has passed.
+        """
         cfg = self.cfg
         self.env = env = join(cfg.device)
-        self.tensorboard = tensorboard_enabled(cfg.tensorboard) and env.is_main
+        tensorboard = tensorboard_enabled(cfg.tensorboard) and env.is_main
         torch.manual_seed(cfg.seed + env.rank)
-        cuda = env.device.type == "cuda"
-        self.bf16 = cfg.precision == "bf16-mixed" or (cfg.precision == "auto" and cuda)
         self.output = cfg.output_dir
-        self.output.mkdir(parents=True, exist_ok=True)
-        resume = ckpt.resolve_resume(cfg.resume, self.output)
-        if resume is None and (old := ckpt.latest_checkpoint(self.output)) is not None:
-            raise ConfigError(
-                f"output (--output): {self.output} already holds checkpoints ({old.name}); pass "
-                "--resume to continue that run, or choose another --output"
-            )
-
-        # 1. Tokenizer and the 1-output model config.
-        self.tokenizer, _ = load_tokenizer(
-            cfg.model,
-            revision=cfg.revision,
-            chat_template=cfg.chat_template,
-            trust_remote_code=cfg.trust_remote_code,
+        resume = check_output(cfg)  # 1
+        existed = self.output.exists()  # before any rank creates it
+        self.tokenizer, self.chat, model_config = load_chat(cfg)  # 2
+        data = load_data(cfg, self.chat, env)  # 3
+        model, weights = load_model(cfg, model_config, env)  # 4
+        settings = resolve_settings(cfg, env, model, data)  # 5
+        # The run's options as it runs: what "auto" resolved to is what the checkpoints record.
+        self.cfg = cfg = replace(cfg, activation_checkpointing=str(settings.ac), compile=settings.compile)
+        self.fingerprint = run_fingerprint(
+            cfg, train=data.train, val=data.val, weights=weights, loss=data.loss
         )
-        src = ModelSource(name=cfg.model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-        model_config = reward_config(src, self.tokenizer.pad_token_id)
-        max_length = cfg.max_length or default_max_length(model_config, self.tokenizer)
-        self.chat = ChatTokenizer(
-            self.tokenizer, max_length=max_length, truncation="left" if cfg.truncation == "left" else "error"
+        if resume is not None:
+            self._check_resumable(resume)
+        self.root = parallelize(  # 6
+            model,
+            device=env.device,
+            ac=settings.ac,
+            compile=settings.compile,
+            lora=settings.lora,
+            param_dtype=torch.bfloat16 if settings.bf16 else None,
         )
-
-        # 2. Data (rank 0 first, so that a hub download happens once).
-        if not env.is_main:
-            dist.barrier()
-        try:
-            train_pairs, val_pairs, helpsteer = self._load_data()
-        finally:
-            if env.is_main:
-                dist.barrier()
-        self.loss_name = cfg.loss or ("scaled_bt" if helpsteer else "bt")
-        self.train_data = tokenize_pairs(train_pairs, self.chat, truncation=cfg.truncation, source=cfg.data)
-        self.val_data = (
-            tokenize_pairs(
-                val_pairs, self.chat, truncation=cfg.truncation, source=cfg.val_data or "validation"
-            )
-            if val_pairs
-            else None
-        )
-        n = len(self.train_data)
-        self.steps_per_epoch = steps_per_epoch(n, cfg.global_batch_size)
-        self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
-
-        # 3. Model: rank 0 reads the weights, the others build on the meta device and receive
-        #    only their shards.
-        materialize = env.is_main or env.world_size == 1
-        model = load_reward_model(src, model_config, materialize=materialize, seed=cfg.seed)
-        self.lora = self._lora_settings()
-        if self.lora is not None:  # before sharding, so that FSDP2 sees frozen and trainable weights
-            with torch.device("meta") if not materialize else contextlib.nullcontext():
-                apply_lora(model, self.lora, frozen_dtype=torch.bfloat16 if self.bf16 else None)
-        self.pad_token_id = model.config.pad_token_id
-        model.train()
-        ac = cfg.activation_checkpointing if cfg.activation_checkpointing is not None else cuda
-        if ac:
-            enable_activation_checkpointing(model)
         self.model = model
-        self.root = PairRewards(model)
-        full = self.root.state_dict() if env.world_size > 1 and env.is_main else None
-        shard_model(self.root, model, device=env.device, param_dtype=torch.bfloat16 if self.bf16 else None)
-        if env.world_size > 1:
-            if not env.is_main:
-                self.root.to_empty(device=env.device)
-            ckpt.load_full_weights(self.root, full)
-            broadcast_buffers(self.root)
-            del full
-
-        # 4. Optimizer: AdamW, linear warmup then constant; frozen weights (LoRA) get no state.
-        self.optimizer, self.scheduler = make_optimizer(
-            trainable_parameters(self.root),
-            lr=cfg.lr,
-            betas=cfg.adam_betas,
-            eps=cfg.adam_eps,
-            weight_decay=cfg.weight_decay,
-            warmup_steps=cfg.warmup_steps,
-        )
+        n = matmul_params(model)
+        flops = FlopCounter(model.config, flop_params(model, n) if settings.lora is not None else n)
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.root, settings)  # 7
+        self.data, self.settings = data, settings
+        self.pad_token_id = model.config.pad_token_id
         self.stepper = PairStep(
             self.root,
             self.optimizer,
             self.scheduler,
             device=env.device,
             rank=env.rank,
-            world=env.world_size,
-            loss_name=self.loss_name,
+            world_size=env.world_size,
+            loss_name=data.loss,
             reward_centering=cfg.reward_centering,
-            token_budget=cfg.micro_batch_tokens,
+            token_budget=cfg.token_budget,
             pad_token_id=self.pad_token_id,
-            flops=FlopCounter(model.config, self._flop_params(model)),
+            flops=flops,
             grad_clip=cfg.grad_clip,
         )
-
-        # 5. Resume.
-        if resume is not None:
-            self._check_lora(resume)
+        if resume is not None:  # 8. restore
             state = ckpt.load_checkpoint(
-                resume, self.root, self.optimizer, device=env.device, trainable_only=self.lora is not None
+                resume, self.root, self.optimizer, device=env.device, trainable_only=settings.lora is not None
             )
-            self._check_resumable(state, resume)
             self.step = int(state["step"])
             self.scheduler.load_state_dict(state["scheduler"])
             log.info("resumed from %s at step %d", resume, self.step)
-        if env.is_main:
-            self.writer = MetricsWriter(
-                self.output, tensorboard=self.tensorboard, truncate_after=self.step if resume else None
-            )
-        self.peak = peak_tflops(env.device, cfg.peak_tflops) if (self.bf16 or cfg.peak_tflops) else None
+        self.created_output = not existed
+        self._open_output(tensorboard, resumed=resume is not None)  # 9
+        self.peak = peak_tflops(env.device, cfg.peak_tflops) if (settings.bf16 or cfg.peak_tflops) else None
         log.info(
             "training %s: %d pairs (%d ties, %d over-long dropped), %d steps of %d pairs, loss %s, "
-            "%d rank(s) on %s, %s",
+            "%d rank(s) on %s, %s, activation checkpointing %s%s",
             cfg.model,
-            n,
-            self.ties,
-            self.train_data.dropped,
-            self.total_steps,
+            len(data.train),
+            data.ties,
+            data.train.dropped,
+            data.total_steps,
             cfg.global_batch_size,
-            self.loss_name,
+            data.loss,
             env.world_size,
             env.device.type,
-            "bf16 mixed precision" if self.bf16 else "fp32",
+            "bf16 mixed precision" if settings.bf16 else "fp32",
+            settings.ac,
+            ", compiled" if settings.compile else "",
         )
 
-    def _lora_settings(self) -> LoraSettings | None:
-        cfg = self.cfg
-        if not cfg.lora_rank:
-            return None
-        return LoraSettings(
-            rank=cfg.lora_rank,
-            alpha=cfg.lora_alpha,
-            dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules,
+    # Names the loop, the tests and `bench/` read.
+    @property
+    def train_data(self) -> TokenPairs:
+        return self.data.train
+
+    @property
+    def val_data(self) -> TokenPairs | None:
+        return self.data.val
+
+    @property
+    def total_steps(self) -> int:
+        return self.data.total_steps
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.data.steps_per_epoch
+
+    def _open_output(self, tensorboard: bool, *, resumed: bool) -> None:
+        """Creates the run directory and, on rank 0, ``run.json`` (the resolved options and
+        settings) and the metrics writer."""
+        assert self.env is not None
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # raced with something that made a file there
+            raise ConfigError(f"output (--output): cannot create {self.output}: {e}") from e
+        if not self.env.is_main:
+            return
+        run = {
+            "config": self.cfg.to_dict(),
+            "settings": self.settings.to_dict(),
+            "world_size": self.env.world_size,
+            "device": str(self.env.device),
+            "fingerprint": self.fingerprint,
+        }
+        (self.output / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+        self.writer = MetricsWriter(
+            self.output, tensorboard=tensorboard, truncate_after=self.step if resumed else None
         )
 
-    def _flop_params(self, model: torch.nn.Module) -> float:
-        n = matmul_params(model)
-        return flop_params(model, n) if self.lora is not None else n
-
-    def _check_lora(self, path: Path) -> None:
-        """A checkpoint holds only the adapters and head (LoRA) or every weight: the adapter
-        settings must match before loading it."""
-        saved = json.loads((path / "trainer.json").read_text(encoding="utf-8")).get("config", {})
+    def _check_resumable(self, path: Path) -> None:
+        """Refuses a checkpoint of another run: one with another LoRA layout, or, unless
+        ``force_resume``, another fingerprint (data, model, loss, schedule)."""
+        saved = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+        config = saved.get("config", {})
         keys = ("lora_rank", "lora_alpha", "lora_target_modules")
         now = self.cfg.to_dict()
         default = TrainConfig(model="", data="", output="").to_dict()  # options the checkpoint predates
-        old = {k: saved.get(k, default[k]) for k in keys}
+        old = {k: config.get(k, default[k]) for k in keys}
         diff = [f"{k}: checkpoint {old[k]!r}, now {now[k]!r}" for k in keys if old[k] != now[k]]
-        if diff:
+        if diff:  # the checkpoint's tensors would not fit the model
             raise ConfigError(
                 f"resume (--resume): {path} was written with other LoRA settings ({'; '.join(diff)})"
             )
-
-    def _load_data(self) -> tuple[list[PreferencePair], list[PreferencePair], bool]:
-        cfg = self.cfg
-        train = load_pairs(cfg.data, data_format=cfg.data_format, split="train")
-        self.ties = train.ties
-        pairs = train.pairs
-        val: list[PreferencePair] = []
-        if cfg.val_data:
-            val = load_pairs(cfg.val_data, data_format=cfg.data_format, split="validation").pairs
-        elif cfg.val_fraction:
-            pairs, val = split_holdout(pairs, cfg.val_fraction, cfg.seed)
-        elif not is_local(cfg.data):
-            try:
-                val = load_pairs(cfg.data, data_format=cfg.data_format, split="validation").pairs
-            except RewardkitError as e:
-                log.warning("no validation split for %s (%s); training without validation", cfg.data, e)
-        pairs = _subset(pairs, cfg.max_pairs, cfg.seed)
-        val = _subset(val, cfg.max_val_pairs, cfg.seed)
-        return pairs, val, train.helpsteer
-
-    def _check_resumable(self, state: dict[str, Any], path: Path) -> None:
-        """Data order is a function of (pairs, batch size, seed): all three must match."""
-        now = {"num_pairs": len(self.train_data), "global_batch_size": self.cfg.global_batch_size}
-        now["seed"] = self.cfg.seed
-        diff = [f"{k}: checkpoint {state.get(k)!r}, now {v!r}" for k, v in now.items() if state.get(k) != v]
-        if diff:
+        fp = self.fingerprint
+        legacy = {"num_pairs": fp["num_pairs"], **{k: fp[k] for k in ("global_batch_size", "seed")}}
+        diff = differences(saved.get("fingerprint", saved), fp if "fingerprint" in saved else legacy)
+        if diff and not self.cfg.force_resume:
             raise ConfigError(
-                f"resume (--resume): {path} was written with different data settings, so the data "
-                f"order would not continue ({'; '.join(diff)})"
+                f"resume (--resume): {path} was written by another run ({'; '.join(diff)}); resuming "
+                "would mix the two. Pass --force-resume to continue it anyway, or choose another --output"
             )
+        if diff:
+            log.warning("resuming %s although it differs (--force-resume): %s", path, "; ".join(diff))
 
     # ---- fit -----------------------------------------------------------------------------------
 
@@ -339,11 +284,9 @@ class Trainer:
     def save(self) -> Path:
         state = {
             "step": self.step,
-            "num_pairs": len(self.train_data),
-            "global_batch_size": self.cfg.global_batch_size,
-            "seed": self.cfg.seed,
             "scheduler": self.scheduler.state_dict(),
             "config": self.cfg.to_dict(),
+            "fingerprint": self.fingerprint,
         }
         assert self.env is not None
         return ckpt.save_checkpoint(
@@ -354,14 +297,15 @@ class Trainer:
             state,
             device=self.env.device,
             keep=self.cfg.keep_checkpoints,
-            trainable_only=self.lora is not None,
+            trainable_only=self.settings.lora is not None,
         )
 
     def export(self) -> Path:
         """Writes ``output/final``: safetensors, config (``num_labels=1``), tokenizer, template;
         LoRA adapters are merged into the weights."""
-        dtype = torch.bfloat16 if self.bf16 else torch.float32
-        scaling = self.lora.scaling if self.lora is not None else None
+        dtype = torch.bfloat16 if self.settings.bf16 else torch.float32
+        lora = self.settings.lora
+        scaling = lora.scaling if lora is not None else None
         return ckpt.export_hf(
             self.root, self.model, self.tokenizer, self.output / "final", dtype=dtype, lora_scaling=scaling
         )
@@ -379,13 +323,17 @@ class Trainer:
             leave(self.env)
             self.env = None
 
-
-def _subset(pairs: list[PreferencePair], limit: int | None, seed: int) -> list[PreferencePair]:
-    """At most ``limit`` pairs, a deterministic sample kept in source order."""
-    if limit is None or len(pairs) <= limit:
-        return pairs
-    keep = sorted(epoch_order(len(pairs), seed=seed, epoch=-2)[:limit])
-    return [pairs[i] for i in keep]
+    def discard_unused_output(self) -> None:
+        """After a failed run: removes the run directory if this run created it and wrote no
+        checkpoint and no metrics row into it (call after `close`, on rank 0)."""
+        out = self.output if self.created_output else None
+        if out is None or not out.is_dir() or ckpt.latest_checkpoint(out) is not None:
+            return
+        metrics = out / "metrics.jsonl"
+        if metrics.exists() and metrics.stat().st_size > 0:
+            return
+        shutil.rmtree(out, ignore_errors=True)
+        log.info("removed %s: the run failed before writing anything", out)
 
 
 def train(
@@ -411,6 +359,12 @@ def train(
     try:
         trainer.setup()
         return trainer.fit()
+    except BaseException:
+        main = trainer.env is None or trainer.env.is_main
+        trainer.close()
+        if main:
+            trainer.discard_unused_output()
+        raise
     finally:
         trainer.close()
 

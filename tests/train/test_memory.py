@@ -1,0 +1,115 @@
+"""The memory plan against the peaks measured on GPUs (docs/performance.md, docs/training.md), and
+the ``auto`` checkpointing choice made from it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, Qwen2Config
+
+from rewardkit.train.activation_checkpointing import ACMode, parse_ac
+from rewardkit.train.memory import Shapes, activation_bytes, candidates, choose_ac, plan_memory
+
+# Qwen2.5 shapes (hidden, intermediate, layers, heads, kv heads, vocabulary).
+QWEN = {"7b": (3584, 18944, 28, 28, 4, 152064), "32b": (5120, 27648, 64, 40, 8, 152064)}
+
+
+def shapes(size: str, lora_rank: int = 0) -> Shapes:
+    h, i, n, heads, kv, v = QWEN[size]
+    cfg = Qwen2Config(
+        hidden_size=h,
+        intermediate_size=i,
+        num_hidden_layers=n,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=v,
+        num_labels=1,
+        tie_word_embeddings=False,
+    )
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(cfg)
+    return Shapes.of(model, lora_rank=lora_rank)
+
+
+@pytest.fixture(scope="module")
+def qwen7b() -> Shapes:
+    return shapes("7b")
+
+
+def test_shapes_count_the_reward_model(qwen7b: Shapes) -> None:
+    # Qwen2.5-7B-Instruct has 7.62B parameters; its 0.545B LM head becomes a 3584-weight head.
+    assert qwen7b.params == 7_615_616_512 - 544_997_376 + 3584
+    assert qwen7b.embedding == 544_997_376 and qwen7b.layers == 28
+    assert qwen7b.layer == 233_057_792
+    assert qwen7b.trainable == qwen7b.params
+
+
+# Peaks measured on H200s (max_memory_allocated, 16,384-token micro-batches, foreach AdamW), from
+# docs/performance.md and docs/training.md: (size, GPUs, LoRA rank, mode, compiled, GiB).
+MEASURED = [
+    ("7b", 2, 0, "full", False, 66.1),
+    ("7b", 2, 0, "full", True, 66.1),
+    ("7b", 2, 0, "none", True, 123.2),
+    ("7b", 4, 0, "none", True, 94.1),
+    ("32b", 4, 16, "full", False, 34.7),
+]
+
+
+@pytest.mark.parametrize(("size", "world", "rank", "mode", "compiled", "measured"), MEASURED)
+def test_plan_predicts_the_measured_peaks(
+    size: str, world: int, rank: int, mode: str, compiled: bool, measured: float
+) -> None:
+    plan = plan_memory(
+        shapes(size, rank),
+        world_size=world,
+        tokens=16384,
+        ac=parse_ac(mode),
+        compiled=compiled,
+        fused_optimizer=False,
+    )
+    # ``auto`` relies on the plan not falling short; a plan far above wastes speed.
+    assert measured * 0.98 <= plan.total <= measured * 1.08, plan.columns()
+
+
+def test_fused_adamw_removes_the_optimizer_peak(qwen7b: Shapes) -> None:
+    kw = {"world_size": 2, "tokens": 16384, "ac": ACMode("full")}
+    foreach, fused = plan_memory(qwen7b, fused_optimizer=False, **kw), plan_memory(qwen7b, **kw)
+    assert foreach.optimizer_step == pytest.approx(4 * qwen7b.params / 2 / 2**30)
+    assert fused.optimizer_step == 0 and fused.total < foreach.total - 1
+
+
+def test_activations_order_the_modes(qwen7b: Shapes) -> None:
+    kept = {m: activation_bytes(qwen7b, m, compiled=False) for m in ("none", "selective-op", "full")}
+    assert kept["none"] > kept["selective-op"] > kept["full"] == 2 * 3584
+    assert activation_bytes(qwen7b, "none", compiled=True) < kept["none"]
+    by_layers = [
+        plan_memory(qwen7b, world_size=2, tokens=8192, ac=ACMode("selective-layer", n)).activations
+        for n in (2, 4, 14)
+    ]
+    assert by_layers == sorted(by_layers)  # fewer checkpointed blocks, more memory
+
+
+def test_candidates_cheapest_recompute_first() -> None:
+    modes = [str(m) for m in candidates(28)]
+    assert modes[0] == "none" and modes[-1] == "full"
+    assert modes.index("selective-op") < modes.index("selective-layer:4") < modes.index("selective-layer:2")
+    assert len(modes) == len(set(modes))
+
+
+@pytest.mark.parametrize(
+    ("budget", "tokens", "compiled", "expected", "fits"),
+    [
+        (135.8, 16384, True, "none", True),  # an H200: no checkpointing fits compiled
+        (135.8, 16384, False, "selective-op", True),  # eager keeps more: per-op selective
+        (75.6, 16384, True, "full", True),  # an 80 GB card: only full checkpointing
+        (75.6, 6144, True, "selective-op", True),  # ... unless micro-batches are smaller
+        (40.0, 16384, True, "full", False),  # nothing fits: full, flagged
+    ],
+)
+def test_auto_chooses_the_fastest_mode_that_fits(
+    qwen7b: Shapes, budget: float, tokens: int, compiled: bool, expected: str, fits: bool
+) -> None:
+    choice = choose_ac(qwen7b, world_size=2, tokens=tokens, budget_gib=budget, compiled=compiled)
+    assert (str(choice.mode), choice.fits) == (expected, fits)
+    assert (choice.plan.total <= budget) == fits
+    assert choice.to_dict()["activation_checkpointing"] == expected
