@@ -112,6 +112,12 @@ def timed(fn):
     return r, time.perf_counter() - t
 
 
+@torch.inference_mode()
+def cpu_card_loop(model: torch.nn.Module, seqs: list[torch.Tensor]) -> list[float]:
+    """anchor_hf.run_seed (one conversation per forward, ``.item()``) for CPU smoke runs."""
+    return [model(s[None]).logits[0][0].item() for s in seqs]
+
+
 def rewards(path: Path) -> list[float]:
     return [json.loads(x)["reward"] for x in path.read_text().splitlines()]
 
@@ -179,7 +185,8 @@ def main() -> None:
     floor_s = anchor_hf.flops(rm.model, rm.model.config, seqs) / peak
     step = max(1, len(seqs) // a.card_n)
     sample = list(range(0, len(seqs), step))[: a.card_n]
-    card, card_s = timed(lambda: anchor_hf.run_seed(rm.model, [seqs[i] for i in sample]))
+    run_seed = anchor_hf.run_seed if device == "cuda" else cpu_card_loop
+    card, card_s = timed(lambda: run_seed(rm.model, [seqs[i] for i in sample]))
     card_tokens = sum(len(seqs[i]) for i in sample)
     engines = {}
     for name, compiled in (("eager", False), ("compiled", True)):
