@@ -4,11 +4,13 @@ Requests put their encoded conversations on a FIFO queue; one collector task for
 batches (up to ``token_budget`` tokens, or whatever arrived within ``max_wait`` of the oldest
 waiting request) and runs each on ONE worker thread, so the event loop never waits on the model.
 
-A request that fits the budget is never split. One larger than the budget is scored a budget's
-worth at a time, and after each part it goes to the back of the queue: requests that arrived
-behind it wait for one part, not for all of it. (A part of a shared-prompt group is a group
-itself: its prompt is computed once per part, with the same rewards.) A request whose client went
-away is dropped from the queue; a part already in a running batch is finished.
+A request that fits the budget is never split. Each batch takes first the whole requests that fit,
+oldest first, then fills what is left of the budget with a part of the oldest request larger than
+the budget (at least one conversation of it, so it always advances): requests that arrive while a
+large one is scored wait for the batch being computed, not for all of the large one. (A part of a
+shared-prompt group is a group itself: its prompt is computed once per part, same rewards.) A
+request whose client went away is dropped from the queue; a part already in a running batch is
+finished.
 """
 
 from __future__ import annotations
@@ -68,13 +70,14 @@ class _Job:
     def tokens_left(self) -> int:
         return sum(len(e.ids) for e in self.encoded[self.taken :])
 
-    def take(self, budget: int) -> _Part:
-        """The next conversations up to ``budget`` tokens (at least one)."""
+    def take(self, budget: int, *, at_least_one: bool) -> _Part:
+        """The next conversations up to ``budget`` tokens."""
         end, tokens = self.taken, 0
-        while end < len(self.encoded) and (
-            end == self.taken or tokens + len(self.encoded[end].ids) <= budget
-        ):
-            tokens += len(self.encoded[end].ids)
+        while end < len(self.encoded):
+            n = len(self.encoded[end].ids)
+            if tokens + n > budget and not (at_least_one and end == self.taken):
+                break
+            tokens += n
             end += 1
         part = _Part(job=self, encoded=self.encoded[self.taken : end], tokens=tokens)
         self.taken = end
@@ -135,13 +138,26 @@ class DynamicBatcher:
     def start(self) -> None:
         """Starts the collector on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._collect(), name="rewardkit-batcher")
+        self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """If the collector itself failed, nothing would ever answer: fail what waits, admit no more."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("the batcher stopped", exc_info=task.exception())
+        self._closing = True
+        err = BatchFailed(f"the batcher stopped: {type(task.exception()).__name__}")
+        for job in self._queue:
+            if not job.future.done():
+                job.future.set_exception(err)
+        self._queue.clear()
 
     async def close(self) -> None:
         """Stops admitting work, scores everything still queued, then stops the worker."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # a failure is logged by _stopped
         self._worker.shutdown(wait=True)
 
     @contextlib.contextmanager
@@ -206,27 +222,30 @@ class DynamicBatcher:
         return self._fill()
 
     def _fill(self) -> list[_Part]:
-        """Whole jobs in queue order while they fit; a job over the whole budget gives one
-        budget-sized part and goes to the back of the queue."""
+        """Whole jobs that fit, oldest first; then the rest of the budget to a part of the oldest
+        job larger than the whole budget (at least one conversation when the batch is empty)."""
         batch: list[_Part] = []
         tokens = 0
-        while self._queue:
-            job = self._queue[0]
+        large: _Job | None = None
+        for job in list(self._queue):
             left = job.tokens_left
             if job.future.done():  # cancelled: the client went away
-                self._queue.popleft()
+                self._queue.remove(job)
                 self._queued_tokens -= left
-                continue
-            if batch and tokens + left > self.token_budget:
-                break
-            self._queue.popleft()
-            part = job.take(self.token_budget)
-            self._queued_tokens -= part.tokens
-            batch.append(part)
-            tokens += part.tokens
-            if job.taken < len(job.encoded):
-                self._queue.append(job)
-                break
+            elif tokens + left <= self.token_budget:
+                self._queue.remove(job)
+                batch.append(job.take(left, at_least_one=True))
+                tokens += left
+            elif large is None and left > self.token_budget:
+                large = job
+        if large is not None:
+            part = large.take(self.token_budget - tokens, at_least_one=not batch)
+            if part.encoded:
+                batch.append(part)
+                tokens += part.tokens
+            if large.taken == len(large.encoded):
+                self._queue.remove(large)
+        self._queued_tokens -= tokens
         return batch
 
     async def _collect(self) -> None:
