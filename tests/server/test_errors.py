@@ -268,25 +268,3 @@ def test_metrics_move(serve, tiny_rm: RewardModel, conversations):
     assert after[("rewardkit_tokens_per_second", ())] > 0
     assert after[("rewardkit_queue_depth", ())] == 0
     assert after[("rewardkit_inflight_requests", ())] == 1  # the scrape itself
-
-
-def test_serve_rejects_bad_options_before_loading(capsys):
-    from rewardkit.cli import main
-
-    code = main(
-        [
-            "serve",
-            "--model",
-            "/nonexistent",
-            "--max-queue",
-            "4",
-            "--max-conversations",
-            "8",
-            "--max-wait-ms",
-            "-1",
-        ]
-    )
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "--max-wait-ms must be >= 0, got -1.0" in err
-    assert "--max-conversations (8) must not exceed --max-queue (4)" in err
