@@ -64,6 +64,7 @@ class RenderedConversations:
             self.glue[first, second] = text[i + len(a) : j]
             self.ends.setdefault(second, text[j + len(b) :])
         self.tail = self.ends.get("assistant", "")
+        self.marker = self.tail.strip()  # the end-of-turn marker (``<|im_end|>``)
 
     def parse(self, text: str) -> Rendered:
         """The conversation ``text`` renders, possibly short of a part of the template's tail.
@@ -89,8 +90,9 @@ class RenderedConversations:
                 return found
         raise InputError(
             "the text is not a conversation rendered with this model's chat template "
-            f"(possibly without the end the template writes after the last turn, {self.tail!r}), "
-            "or its last turn is not the assistant's"
+            f"(possibly without the end the template writes after the last turn, {self.tail!r}): "
+            "its last turn is not the assistant's, a turn is empty, or a turn holds the template's "
+            f"end-of-turn marker {self.marker!r}"
         )
 
     def _split(self, text: str, role: str, pos: int) -> Rendered | None:
@@ -108,14 +110,16 @@ class RenderedConversations:
             pos, role = at - minus_len, nxt
         if role != "assistant":
             return None
-        for k in range(len(self.tail), -1, -1):  # the longest part of the tail the text ends with
-            if not text.endswith(self.tail[:k]) or len(text) - k <= pos:
-                continue
-            try:
-                conv = Conversation((*messages, Message(role="assistant", content=text[pos : len(text) - k])))
-            except InputError:
-                continue
-            appended = self.tail[k:]
-            if self.render(conv.messages) == text + appended:
-                return Rendered(conversation=conv, appended=appended)
-        return None
+        # The longest part of the tail the text ends with (the rest is what it lacks).
+        k = max(k for k in range(len(self.tail) + 1) if text.endswith(self.tail[:k]))
+        messages.append(Message(role="assistant", content=text[pos : len(text) - k]))
+        if self.marker and any(self.marker in m.content for m in messages):
+            return None  # a turn holding the end-of-turn marker: the text is ambiguous
+        try:
+            conv = Conversation(tuple(messages))
+        except InputError:
+            return None
+        appended = self.tail[k:]
+        if self.render(conv.messages) != text + appended:
+            return None
+        return Rendered(conversation=conv, appended=appended)
