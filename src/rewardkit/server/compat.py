@@ -9,9 +9,8 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 
-from rewardkit.api import RewardModel, Scored, sigmoid
+from rewardkit.api import Scored, sigmoid
 from rewardkit.errors import InputError
-from rewardkit.models.templating import Encoded
 from rewardkit.server.rendered import Rendered, RenderedConversations
 from rewardkit.server.schemas import (
     ClassificationData,
@@ -23,7 +22,7 @@ from rewardkit.server.schemas import (
     VllmRequest,
     VllmUsage,
 )
-from rewardkit.server.service import RewardService, item_at, items_at, json_body
+from rewardkit.server.service import RewardService, invalid, item_at, items_at, json_body
 
 
 def _reward_label(service: RewardService) -> str | None:
@@ -61,23 +60,20 @@ def add_compat_routes(app: FastAPI, service: RewardService) -> None:
         model's chat template; one that lacks the end the template writes after the last turn
         (OpenRLHF's ``decode(prompt + response)``) is completed, and ``spec.completed`` says so."""
         req = await service.parse(request, GetRewardRequest)
-        completions: dict[int, str] = {}
 
-        def encode(rm: RewardModel, queries: Sequence[str]) -> list[Encoded | InputError]:
-            # Each query read back into its conversation, then tokenized as conversations are.
-            found: list[Rendered | InputError] = []
-            for q in queries:
+        def read_back() -> list[Rendered]:
+            found = []
+            for i, query in enumerate(req.query):
                 try:
-                    found.append(rendered.parse(q))
+                    found.append(rendered.parse(query))
                 except InputError as e:
-                    found.append(e)
-            encoded = iter(rm.encode([f.conversation for f in found if isinstance(f, Rendered)]))
-            completions.update(
-                {i: f.appended for i, f in enumerate(found) if isinstance(f, Rendered) and f.appended}
-            )
-            return [f if isinstance(f, InputError) else next(encoded) for f in found]
+                    raise invalid(("body", "query", i), e.message) from None
+            return found
 
-        scored = await service.score_texts_by(req.query, encode, item_at("query"))
+        found = await service.off_loop(sum(len(q) for q in req.query), read_back)
+        conversations = [f.conversation for f in found]
+        scored = await service.score_conversations(conversations, item_at("query"))
+        completions = {i: f.appended for i, f in enumerate(found) if f.appended}
         rewards = [x.reward for x in scored]
         return GetRewardResponse(
             rewards=rewards,

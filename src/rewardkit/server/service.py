@@ -21,7 +21,7 @@ import asyncio
 import copy
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +46,15 @@ Loc = tuple[str | int, ...]
 # Maps (item index, `InputError.field` within that item) to a location in the request body.
 Locator = Callable[[int, str | None], Loc]
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+Item = TypeVar("Item")  # of a request: a Conversation or a text
 
 # A request of at most this many characters (and messages per conversation) is "small": it is
 # parsed and tokenized on its own lane, never behind a large request.
 SMALL_CHARS = 32_768
 SMALL_MESSAGES = 16
+# Characters tokenized per call on a lane.
+TOKENIZE_CHARS = 65_536
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,45 +271,49 @@ class RewardService:
         self, conversations: Sequence[Conversation], locate: Locator, *, group: bool = False
     ) -> list[Scored]:
         """``group``: the conversations share a prompt, computed once (same rewards)."""
-        chars = sum(len(m.content) for c in conversations for m in c.messages)
+        sizes = [sum(len(m.content) for m in c.messages) for c in conversations]
         longest = max(len(c.messages) for c in conversations)
-        return await self._score(
-            len(conversations), chars, longest, lambda rm: rm.encode(conversations), locate, group
-        )
+        return await self._score(conversations, sizes, longest, RewardModel.encode, locate, group)
 
     async def score_texts(self, texts: Sequence[str], locate: Locator) -> list[Scored]:
         """Already-templated texts, tokenized as they are (no special tokens added)."""
-        return await self.score_texts_by(texts, RewardModel.encode_texts, locate)
+        return await self._score(texts, [len(t) for t in texts], 1, RewardModel.encode_texts, locate)
 
-    async def score_texts_by(
-        self,
-        texts: Sequence[str],
-        encode: Callable[[RewardModel, Sequence[str]], Sequence[Encoded | InputError]],
-        locate: Locator,
-    ) -> list[Scored]:
-        """Scores ``texts`` as ``encode(rm, texts)`` tokenizes them (on a tokenizer lane)."""
-        chars = sum(len(t) for t in texts)
-        return await self._score(len(texts), chars, 1, lambda rm: encode(rm, texts), locate)
+    async def off_loop(self, chars: int, fn: Callable[[], T]) -> T:
+        """``fn()`` on the tokenizer lane for a request of ``chars`` characters."""
+        return await self._lane(chars, 1).run(fn)
+
+    def _lane(self, chars: int, messages: int) -> _Lane:
+        return self._small if chars <= SMALL_CHARS and messages <= SMALL_MESSAGES else self._large
 
     async def _score(
         self,
-        n: int,
-        chars: int,
+        items: Sequence[Item],
+        sizes: Sequence[int],
         messages: int,
-        encode: Callable[[RewardModel], Sequence[Encoded | InputError]],
+        encode: Callable[[RewardModel, Sequence[Item]], Sequence[Encoded | InputError]],
         locate: Locator,
         group: bool = False,
     ) -> list[Scored]:
+        """Tokenizes ``items`` (of ``sizes`` characters) with ``encode(rm, items)`` and scores them."""
         cfg = self.config
-        if chars > cfg.max_request_chars:
+        if sum(sizes) > cfg.max_request_chars:
             raise RequestTooLarge(
-                f"request has {chars} characters, over the limit of {cfg.max_request_chars} "
+                f"request has {sum(sizes)} characters, over the limit of {cfg.max_request_chars} "
                 "(server option --max-request-chars); split it"
             )
-        small = chars <= SMALL_CHARS and messages <= SMALL_MESSAGES
-        lane = self._small if small else self._large
-        with self.batcher.admit(n):
-            encoded = await lane.run(lambda: encode(lane.rm))
+        lane = self._lane(sum(sizes), messages)
+
+        def tokenize() -> list[Encoded | InputError]:
+            # In pieces: the tokenizer's threads are shared by both lanes, and a piece at a time
+            # lets a small request's tokenization in between.
+            out: list[Encoded | InputError] = []
+            for piece in pieces(sizes, TOKENIZE_CHARS):
+                out.extend(encode(lane.rm, items[piece]))
+            return out
+
+        with self.batcher.admit(len(items)):
+            encoded = await lane.run(tokenize)
             for i, e in enumerate(encoded):
                 if isinstance(e, InputError):
                     raise invalid(locate(i, e.field), e.message)
@@ -319,3 +327,15 @@ class RewardService:
             scored = await self.batcher.submit(ok, group=group)
         self.metrics.observe_results([s.reward for s in scored], sum(s.truncated_tokens > 0 for s in scored))
         return scored
+
+
+def pieces(sizes: Sequence[int], most: int) -> Iterator[slice]:
+    """Consecutive slices of items whose ``sizes`` add up to at most ``most`` (one item at least)."""
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > most:
+            yield slice(start, i)
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        yield slice(start, len(sizes))
