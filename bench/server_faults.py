@@ -544,7 +544,7 @@ def main() -> None:
     ap.add_argument(
         "--token-budget",
         type=int,
-        default=2048,
+        default=1024,
         help="engine batch tokens of every server: a small request can wait for one batch, and a "
         "full batch of the CPU default (8192) takes the demo model over a second on one core",
     )
