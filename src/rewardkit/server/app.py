@@ -20,6 +20,7 @@ from rewardkit.api import RewardModel, Scored, sigmoid
 from rewardkit.server.batcher import BatchFailed, Overloaded, ShuttingDown
 from rewardkit.server.compat import add_compat_routes
 from rewardkit.server.gate import Gate, InFlight
+from rewardkit.server.limits import RequestTooLarge
 from rewardkit.server.metrics import ServerMetrics
 from rewardkit.server.schemas import (
     CompareRequest,
@@ -27,7 +28,6 @@ from rewardkit.server.schemas import (
     GetRewardRequest,
     ModelCard,
     ModelList,
-    RequestTooLarge,
     RewardsRequest,
     RewardsResponse,
     Usage,

@@ -6,9 +6,8 @@ validated request already holds the `Conversation` objects that tokenization tak
 is validated once, and its errors keep their place in the body
 (``["body", "conversations", 3, 1, "role"]``).
 
-Per-request limits (`Limits`, given as the validation context) are checked on the raw JSON before
-anything is built from it: the number of conversations, messages per conversation and characters
-per conversation. They raise `RequestTooLarge` (HTTP 413), which pydantic lets through unchanged.
+Per-request limits (`rewardkit.server.limits`) are checked on the raw JSON before anything is
+built from it.
 
 The native routes (``/v1/rewards``, ``/v1/rewards/compare``) reject unknown fields so that a typo
 fails loudly; the compatibility routes (OpenRLHF ``/get_reward``, vLLM ``/classify`` and
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -37,96 +36,15 @@ from pydantic_core import PydanticCustomError, ValidationError, core_schema
 
 from rewardkit.data.conversation import Conversation, Role
 from rewardkit.errors import InputError
+from rewardkit.server.limits import (
+    limits_of,
+    message_chars,
+    texts_within_limits,
+    within_limits,
+    within_one_conversation,
+)
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
-LIMITS = "limits"  # key of `Limits` in the validation context
-
-
-class RequestTooLarge(Exception):
-    """A per-request limit was exceeded (HTTP 413); the message names the server option."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """What one request may hold, checked before it costs anything (see `ServerConfig`)."""
-
-    max_items: int  # conversations (or texts) per request: --max-conversations
-    max_messages: int  # messages per conversation: --max-messages
-    max_chars: int  # characters of one conversation or text: --max-conversation-chars
-
-    def check_items(self, n: int, name: str) -> None:
-        if n > self.max_items:
-            raise RequestTooLarge(
-                f"request has {n} {name}, over the limit of {self.max_items} "
-                "(server option --max-conversations); split it"
-            )
-
-    def check_conversation(self, where: str, messages: int, chars: int) -> None:
-        if messages > self.max_messages:
-            raise RequestTooLarge(
-                f"{where} has {messages} messages, over the limit of {self.max_messages} "
-                "(server option --max-messages)"
-            )
-        self.check_chars(where, chars)
-
-    def check_chars(self, where: str, chars: int) -> None:
-        if chars > self.max_chars:
-            raise RequestTooLarge(
-                f"{where} has {chars} characters, over the limit of {self.max_chars} "
-                "(server option --max-conversation-chars)"
-            )
-
-
-def _limits(info: ValidationInfo) -> Limits | None:
-    return info.context.get(LIMITS) if isinstance(info.context, dict) else None
-
-
-def _text_chars(content: Any) -> int:
-    """Characters of a message's content (a string, or vLLM's text parts); 0 for anything else
-    (validation reports it)."""
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return 0
-
-
-def _message_chars(messages: Sequence[Any]) -> int:
-    return sum(_text_chars(m.get("content")) for m in messages if isinstance(m, dict))
-
-
-def _within_limits(value: Any, info: ValidationInfo) -> Any:
-    """Before validation of a list of conversations: their number, and each one's size."""
-    limits = _limits(info)
-    if limits is None or not isinstance(value, list):
-        return value
-    limits.check_items(len(value), "conversations")
-    for i, messages in enumerate(value):
-        if isinstance(messages, list):
-            limits.check_conversation(f"conversation {i}", len(messages), _message_chars(messages))
-    return value
-
-
-def _within_one_conversation(value: Any, info: ValidationInfo) -> Any:
-    limits = _limits(info)
-    if limits is not None and isinstance(value, list):
-        limits.check_conversation("the conversation", len(value), _message_chars(value))
-    return value
-
-
-def _texts_within_limits(value: Any, info: ValidationInfo) -> Any:
-    """Before validation of one text or a list of texts: their number, and each one's length."""
-    limits = _limits(info)
-    if limits is None:
-        return value
-    if isinstance(value, str):
-        limits.check_chars("the text", len(value))
-    elif isinstance(value, list):
-        limits.check_items(len(value), "texts")
-        for i, text in enumerate(value):
-            if isinstance(text, str):
-                limits.check_chars(f"text {i}", len(text))
-    return value
 
 
 # Conversations ------------------------------------------------------------------------------------
@@ -243,7 +161,7 @@ class RewardsRequest(_Strict):
     """``POST /v1/rewards``: conversations, each ending with the assistant turn being judged."""
 
     model: str | None = None
-    conversations: Annotated[list[ConversationIn], BeforeValidator(_within_limits), Field(min_length=1)]
+    conversations: Annotated[list[ConversationIn], BeforeValidator(within_limits), Field(min_length=1)]
 
 
 class RewardsResponse(BaseModel):
@@ -269,8 +187,8 @@ class CompareRequest(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _within_limits(cls, data: Any, info: ValidationInfo) -> Any:
-        limits = _limits(info)
+    def _check_limits(cls, data: Any, info: ValidationInfo) -> Any:
+        limits = limits_of(info)
         if limits is None or not isinstance(data, dict):
             return data
         context, responses = data.get("context"), data.get("responses")
@@ -279,7 +197,7 @@ class CompareRequest(_Strict):
             limits.check_items(len(responses), "responses")
             longest = max((len(r) for r in responses if isinstance(r, str)), default=0)
         if isinstance(context, list):
-            chars = _message_chars(context) + longest
+            chars = message_chars(context) + longest
             limits.check_conversation("context + response", len(context) + 1, chars)
         return data
 
@@ -322,7 +240,7 @@ class GetRewardRequest(_Lenient):
     """OpenRLHF ``/get_reward``: ``query`` holds conversations rendered with the model's chat
     template (prompt + response); ``prompts`` and ``labels`` are accepted and not used."""
 
-    query: Annotated[list[NonEmptyStr], BeforeValidator(_texts_within_limits), Field(min_length=1)]
+    query: Annotated[list[NonEmptyStr], BeforeValidator(texts_within_limits), Field(min_length=1)]
     prompts: list[Any] | None = None
     labels: list[Any] | None = None
 
@@ -347,8 +265,8 @@ class VllmRequest(_Lenient):
     """
 
     model: str | None = None
-    input: Annotated[NonEmptyStr | list[NonEmptyStr] | None, BeforeValidator(_texts_within_limits)] = None
-    messages: Annotated[VllmConversationIn | None, BeforeValidator(_within_one_conversation)] = None
+    input: Annotated[NonEmptyStr | list[NonEmptyStr] | None, BeforeValidator(texts_within_limits)] = None
+    messages: Annotated[VllmConversationIn | None, BeforeValidator(within_one_conversation)] = None
     use_activation: bool | None = None
     activation: bool | None = None
 

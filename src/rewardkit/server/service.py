@@ -8,7 +8,7 @@ The work a request costs is bounded step by step, cheapest checks first:
    shape, with conversations, messages per conversation and characters counted on the raw JSON
    before anything is built from it (``--max-conversations``, ``--max-messages``,
    ``--max-conversation-chars``), then the request's total characters (``--max-request-chars``);
-3. tokenization, then its tokens (``--max-request-tokens``); then queue room (``--max-queue``).
+3. room in the queue (``--max-queue``), then tokenization and its tokens (``--max-request-tokens``).
 
 Parsing and tokenization run on two single-thread lanes with a tokenizer each: requests up to
 `SMALL_CHARS` characters on one, larger ones on the other, so that a large request never holds
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,10 +36,9 @@ from rewardkit.data.conversation import Conversation
 from rewardkit.errors import ConfigError, InputError
 from rewardkit.models.templating import Encoded
 from rewardkit.server.batcher import DynamicBatcher, ShuttingDown
+from rewardkit.server.limits import LIMITS, Limits, RequestTooLarge
 from rewardkit.server.metrics import ServerMetrics
-from rewardkit.server.schemas import LIMITS, Limits, RequestTooLarge, field_loc
-
-log = logging.getLogger(__name__)
+from rewardkit.server.schemas import field_loc
 
 Loc = tuple[str | int, ...]
 # Maps (item index, `InputError.field` within that item) to a location in the request body.
@@ -255,7 +253,7 @@ class RewardService:
         if self.draining:
             raise ShuttingDown("the server is shutting down")
         body = await request.body()  # already read, within limits, by the Gate
-        lane = self._small if len(body) <= SMALL_CHARS else self._large
+        lane = self._lane(len(body), 1)
 
         def validate() -> M:
             obj = parse_json(body)
