@@ -77,9 +77,10 @@ def test_chunked_body_over_the_limit_is_413(run, faults, tiny_rm):
 
 
 def test_clients_that_leave_free_the_queue(run, faults, hooked_rm):
-    """Four requests fill the queue of a slow engine and their clients leave: a live request is
-    answered (not 429), and what was not yet in a batch is never scored."""
-    rm = hooked_rm(lambda batch: time.sleep(0.2))
+    """Four requests fill the queue of a slow engine (a request per batch, 0.5 s each) and their
+    clients leave after 1 s: a live request is answered (not 429), and what was not yet in a batch
+    is never scored."""
+    rm = hooked_rm(lambda batch: time.sleep(0.5))
     sizes = faults.Sizes(disconnects=4, disconnect_conversations=16, disconnect_after=1.0)
     row = run(rm, faults.disconnects(sizes), max_queue=64, max_conversations=16, max_wait_ms=0)
     assert row.status == "live request after: 200"
