@@ -8,7 +8,8 @@ conversations with log-normal token lengths, then times:
   offline   ``rm.engine.score_ids`` on the pre-tokenized workload (the engine's own batching)
   server    the same conversations through the HTTP server started in-process, driven by
             ``--clients`` concurrent clients (one conversation per request; the server also
-            tokenizes, parses JSON and answers over a real socket)
+            tokenizes, parses JSON and answers over a real socket): tokens/s, and the p50/p95/p99
+            latency of those requests under that load
   latency   single requests one at a time (low load): p50/p99 over ``--latency-requests``
 
 and prints a table and writes JSON to ``$OUT`` (or ``--out``).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import importlib.metadata
 import json
 import math
 import os
@@ -123,10 +125,12 @@ def post(conn: http.client.HTTPConnection, body: dict) -> dict:
     return data
 
 
-def drive(host: str, port: int, convs: list, clients: int) -> tuple[list[float], float]:
+def drive(host: str, port: int, convs: list, clients: int) -> tuple[list[float], list[float], float]:
     """``clients`` threads, each with a kept-alive connection, pull conversations off a shared
-    counter and score them one per request. Returns rewards in workload order and wall seconds."""
+    counter and score them one per request. Returns rewards in workload order, each request's
+    latency (s) and wall seconds."""
     rewards: list[float] = [math.nan] * len(convs)
+    latencies: list[float] = [math.nan] * len(convs)
     lock = threading.Lock()
     cursor = iter(range(len(convs)))
 
@@ -137,14 +141,26 @@ def drive(host: str, port: int, convs: list, clients: int) -> tuple[list[float],
                 i = next(cursor, None)
             if i is None:
                 break
+            start = time.perf_counter()
             rewards[i] = post(conn, {"conversations": [convs[i]]})["rewards"][0]
+            latencies[i] = time.perf_counter() - start
         conn.close()
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         for f in [pool.submit(client) for _ in range(clients)]:
             f.result()
-    return rewards, time.perf_counter() - start
+    return rewards, latencies, time.perf_counter() - start
+
+
+PACKAGES = ("fastapi", "starlette", "uvicorn", "uvloop", "pydantic", "h11", "httpx")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -195,6 +211,7 @@ def main() -> None:
         "clients": a.clients,
         "max_wait_ms": a.max_wait_ms,
         "token_budget": rm.engine.token_budget,
+        "packages": {name: _version(name) for name in PACKAGES},
     }
 
     # 1. Offline engine (after a warm-up on a slice of the workload).
@@ -212,7 +229,7 @@ def main() -> None:
     with BackgroundServer(app) as srv:
         # 2. Throughput under concurrent load (warm-up: one round of the clients).
         drive(srv.host, srv.port, convs[: a.clients], a.clients)
-        served, res["server_s"] = drive(srv.host, srv.port, convs, a.clients)
+        served, loaded, res["server_s"] = drive(srv.host, srv.port, convs, a.clients)
         # 3. Latency of lone requests at low load: the median-length conversations, one at a time.
         by_len = sorted(range(n), key=lambda i: len(ids[i]))
         pick = by_len[n // 2 - lat_n // 2 : n // 2 - lat_n // 2 + lat_n]
@@ -236,6 +253,8 @@ def main() -> None:
     res["server_req_s"] = n / res["server_s"]
     res["max_abs_diff_server_vs_offline"] = max(abs(x - y) for x, y in zip(served, offline, strict=True))
     res["reward_spread"] = max(offline) - min(offline)
+    for q in (50, 95, 99):
+        res[f"loaded_latency_p{q}_ms"] = 1000 * percentile(loaded, q / 100)
     res["latency_len_median"] = statistics.median(len(ids[i]) for i in pick)
     res["latency_p50_ms"] = 1000 * percentile(lat, 0.5)
     res["latency_p99_ms"] = 1000 * percentile(lat, 0.99)
@@ -254,6 +273,10 @@ def main() -> None:
     print(f"{'path':<22}{'throughput':>18}{'wall':>12}{'vs offline':>12}")
     for r in rows:
         print(f"{r[0]:<22}{r[1]:>18}{r[2]:>12}{r[3]:>12}")
+    print(
+        f"requests under {a.clients} clients: p50 {res['loaded_latency_p50_ms']:.1f} ms, "
+        f"p95 {res['loaded_latency_p95_ms']:.1f} ms, p99 {res['loaded_latency_p99_ms']:.1f} ms"
+    )
     print(
         f"lone requests (~{res['latency_len_median']:.0f} tokens): p50 {res['latency_p50_ms']:.1f} ms, "
         f"p99 {res['latency_p99_ms']:.1f} ms (engine alone p50 {res['engine_latency_p50_ms']:.1f} ms; "

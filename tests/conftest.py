@@ -157,3 +157,9 @@ def run_command() -> Callable[..., subprocess.CompletedProcess[str]]:
 def torchrun_cmd() -> Callable[[int], list[str]]:
     """`torchrun`: the command prefix for an N-process job on this machine."""
     return torchrun
+
+
+@pytest.fixture(scope="session")
+def free_port_fn() -> Callable[[], int]:
+    """`free_port`: a free TCP port on 127.0.0.1 (for a server started as a process)."""
+    return free_port

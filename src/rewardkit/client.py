@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import httpx
@@ -88,19 +89,52 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-class _Calls:
-    """Request bodies and response parsing shared by both clients."""
+@dataclass(frozen=True)
+class _Call:
+    """One API call: what to send, and what to return from the JSON answer."""
 
-    @staticmethod
-    def rewards_body(conversations: Sequence[MessagesLike]) -> dict[str, Any]:
-        return {"conversations": [_messages(c) for c in conversations]}
-
-    @staticmethod
-    def compare_body(context: MessagesLike, responses: Sequence[str]) -> dict[str, Any]:
-        return {"context": _messages(context), "responses": list(responses)}
+    path: str
+    body: dict[str, Any]
+    pick: Callable[[dict[str, Any]], Any] = lambda body: body
 
 
-class RewardClient(_Calls):
+def _rewards(conversations: Sequence[MessagesLike]) -> _Call:
+    return _Call(
+        "/v1/rewards", {"conversations": [_messages(c) for c in conversations]}, itemgetter("rewards")
+    )
+
+
+def _compare(context: MessagesLike, responses: Sequence[str]) -> _Call:
+    return _Call("/v1/rewards/compare", {"context": _messages(context), "responses": list(responses)})
+
+
+def _get_reward(queries: Sequence[str]) -> _Call:
+    return _Call("/get_reward", {"query": list(queries)}, itemgetter("rewards"))
+
+
+# What one call does, attempt by attempt: it yields None to have the request sent (and is sent
+# back the response or the transport error), or a delay to sleep before the next attempt; it
+# returns the picked result. The sync and async clients only drive it.
+Attempts = Generator[float | None, "httpx.Response | httpx.TransportError", Any]
+
+
+def _attempts(retry: RetryPolicy, call: _Call) -> Attempts:
+    for attempt in range(retry.max_retries + 1):
+        last = attempt == retry.max_retries
+        outcome = yield None
+        if isinstance(outcome, httpx.TransportError):
+            if last:
+                raise RewardServerError(0, f"{type(outcome).__name__}: {outcome}") from outcome
+            yield retry.delay(attempt, None)
+            continue
+        if outcome.status_code in RETRY_STATUS and not last:
+            yield retry.delay(attempt, outcome)
+            continue
+        return call.pick(_result(outcome))
+    raise AssertionError("unreachable")
+
+
+class RewardClient:
     """Blocking client.
 
     Args:
@@ -134,34 +168,36 @@ class RewardClient(_Calls):
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
-        """One call with retries; returns the JSON body or raises `RewardServerError`."""
-        for attempt in range(self.retry.max_retries + 1):
-            last = attempt == self.retry.max_retries
+    def _run(self, call: _Call) -> Any:
+        steps = _attempts(self.retry, call)
+        step = next(steps)
+        while True:
             try:
-                response = self._http.request(method, path, json=json)
-            except httpx.TransportError as e:
-                if last:
-                    raise RewardServerError(0, f"{type(e).__name__}: {e}") from e
-                time.sleep(self.retry.delay(attempt, None))
-                continue
-            if response.status_code in RETRY_STATUS and not last:
-                time.sleep(self.retry.delay(attempt, response))
-                continue
-            return _result(response)
-        raise AssertionError("unreachable")
+                if step is None:
+                    try:
+                        outcome: httpx.Response | httpx.TransportError = self._http.post(
+                            call.path, json=call.body
+                        )
+                    except httpx.TransportError as e:
+                        outcome = e
+                    step = steps.send(outcome)
+                else:
+                    time.sleep(step)
+                    step = next(steps)
+            except StopIteration as done:
+                return done.value
 
     def rewards(self, conversations: Sequence[MessagesLike]) -> list[float]:
         """One reward per conversation (last message: the assistant turn judged)."""
-        return self.request("POST", "/v1/rewards", self.rewards_body(conversations))["rewards"]
+        return self._run(_rewards(conversations))
 
     def compare(self, context: MessagesLike, responses: Sequence[str]) -> dict[str, Any]:
         """Rewards, centred rewards and the P(i beats j) matrix of responses to one context."""
-        return self.request("POST", "/v1/rewards/compare", self.compare_body(context, responses))
+        return self._run(_compare(context, responses))
 
     def get_reward(self, queries: Sequence[str]) -> list[float]:
-        """OpenRLHF-style: rewards of already-templated texts."""
-        return self.request("POST", "/get_reward", {"query": list(queries)})["rewards"]
+        """OpenRLHF-style: rewards of conversations rendered with the model's chat template."""
+        return self._run(_get_reward(queries))
 
     def ready(self) -> bool:
         try:
@@ -170,7 +206,7 @@ class RewardClient(_Calls):
             return False
 
 
-class AsyncRewardClient(_Calls):
+class AsyncRewardClient:
     """The same calls as `RewardClient`, awaitable (share one client across tasks)."""
 
     def __init__(
@@ -201,30 +237,33 @@ class AsyncRewardClient(_Calls):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
-        for attempt in range(self.retry.max_retries + 1):
-            last = attempt == self.retry.max_retries
+    async def _run(self, call: _Call) -> Any:
+        steps = _attempts(self.retry, call)
+        step = next(steps)
+        while True:
             try:
-                response = await self._http.request(method, path, json=json)
-            except httpx.TransportError as e:
-                if last:
-                    raise RewardServerError(0, f"{type(e).__name__}: {e}") from e
-                await asyncio.sleep(self.retry.delay(attempt, None))
-                continue
-            if response.status_code in RETRY_STATUS and not last:
-                await asyncio.sleep(self.retry.delay(attempt, response))
-                continue
-            return _result(response)
-        raise AssertionError("unreachable")
+                if step is None:
+                    try:
+                        outcome: httpx.Response | httpx.TransportError = await self._http.post(
+                            call.path, json=call.body
+                        )
+                    except httpx.TransportError as e:
+                        outcome = e
+                    step = steps.send(outcome)
+                else:
+                    await asyncio.sleep(step)
+                    step = next(steps)
+            except StopIteration as done:
+                return done.value
 
     async def rewards(self, conversations: Sequence[MessagesLike]) -> list[float]:
-        return (await self.request("POST", "/v1/rewards", self.rewards_body(conversations)))["rewards"]
+        return await self._run(_rewards(conversations))
 
     async def compare(self, context: MessagesLike, responses: Sequence[str]) -> dict[str, Any]:
-        return await self.request("POST", "/v1/rewards/compare", self.compare_body(context, responses))
+        return await self._run(_compare(context, responses))
 
     async def get_reward(self, queries: Sequence[str]) -> list[float]:
-        return (await self.request("POST", "/get_reward", {"query": list(queries)}))["rewards"]
+        return await self._run(_get_reward(queries))
 
     async def ready(self) -> bool:
         try:

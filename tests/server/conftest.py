@@ -102,6 +102,12 @@ def server(serve: ServeFn, tiny_rm: RewardModel) -> Iterator[BackgroundServer]:
         yield srv
 
 
+@pytest.fixture(scope="session")
+def served_name(tiny_model_dir: Path) -> str:
+    """The name the tiny model is served under by default (its directory's, never its path)."""
+    return tiny_model_dir.name
+
+
 @pytest.fixture
 def fresh_rm(tiny_model_dir: Path) -> RewardModel:
     """A private copy of the tiny model (its own batcher state, not shared with other tests)."""

@@ -178,3 +178,70 @@ def test_close_drains_queued_work():
 
     assert asyncio.run(main()) == [0, 1, 2]
     assert rec.batches == [[0, 1, 2]]
+
+
+def test_a_large_request_is_scored_in_parts_and_does_not_hold_up_later_ones():
+    """Budget 100: a request of 10 × 50 tokens goes in parts; a small request that arrives while
+    the first part runs is in the next batch, not after the whole large request."""
+    rec = Recorder(delay=0.2)
+
+    async def main():
+        b = batcher(rec, max_wait_ms=0)
+        b.start()
+        large = asyncio.create_task(b.submit([enc(i, 50) for i in range(10)]))
+        await asyncio.sleep(0.1)  # the first part is being scored
+        small = await b.submit([enc(99, 10)])
+        out = await large
+        await b.close()
+        return small, out
+
+    small, out = asyncio.run(main())
+    assert [s.reward for s in out] == list(range(10)) and small[0].reward == 99
+    assert rec.batches[0] == [0, 1]
+    assert rec.batches[1] == [99, 2]  # whole requests first, then the rest of the budget to a part
+    assert [x for batch in rec.batches for x in batch if x != 99] == list(range(10))
+    assert all(len(batch) <= 2 for batch in rec.batches)  # never over the budget
+
+
+def test_a_large_group_is_scored_as_groups_of_its_parts():
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec, max_wait_ms=0)
+        b.start()
+        out = await b.submit([enc(i, 40) for i in range(5)], group=True)
+        await b.close()
+        return out
+
+    assert [s.reward for s in asyncio.run(main())] == list(range(5))
+    assert rec.batches == [[0, 1], [2, 3], [4]]
+    assert rec.group_sizes == [[2], [2], [1]]  # each part shares its prompt
+
+
+def test_a_cancelled_request_leaves_the_queue():
+    """The client went away (its task is cancelled): conversations not yet in a batch are never
+    scored, and its queue room is free again."""
+    rec = Recorder(delay=0.2)
+
+    async def main():
+        b = batcher(rec, max_wait_ms=0, max_pending=12)
+
+        async def request(n: int, first: int) -> list:
+            with b.admit(n):
+                return await b.submit([enc(first + i, 50) for i in range(n)])
+
+        b.start()
+        gone = asyncio.create_task(request(10, 0))
+        await asyncio.sleep(0.1)  # its first part is running
+        gone.cancel()
+        await asyncio.sleep(0)
+        pending_after = b.pending
+        live = await request(10, 100)  # would not be admitted if the first still held its room
+        await b.close()
+        return pending_after, live
+
+    pending_after, live = asyncio.run(main())
+    assert pending_after == 0
+    assert [s.reward for s in live] == list(range(100, 110))
+    scored = [x for batch in rec.batches for x in batch]
+    assert scored[:2] == [0, 1] and not set(range(2, 10)) & set(scored)  # only the running part

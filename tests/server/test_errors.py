@@ -11,9 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rewardkit.api import RewardModel
+from rewardkit.data.conversation import Conversation
 
 U = {"role": "user", "content": "What is 2+2?"}
 A = {"role": "assistant", "content": "4"}
+RENDERED = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"  # [U, A], ChatML
 
 
 def loc_of(r: httpx.Response) -> list:
@@ -28,17 +30,17 @@ def loc_of(r: httpx.Response) -> list:
         (
             {"conversations": [[U, {"role": "robot", "content": "x"}]]},
             ["body", "conversations", 0, 1, "role"],
-            "Input should be",
+            "role must be one of system, user, assistant, got 'robot'",
         ),
         (
             {"conversations": [[U, {"role": "assistant", "content": 5}]]},
             ["body", "conversations", 0, 1, "content"],
-            "valid string",
+            "content must be a string, got int",
         ),
         (
             {"conversations": [[U, {"role": "assistant", "content": ""}]]},
             ["body", "conversations", 0, 1, "content"],
-            "at least 1",
+            "content is empty",
         ),
         (
             {"conversations": [[U, A], [U, {"role": "assistant", "content": "  \n"}]]},
@@ -106,7 +108,8 @@ def test_over_long_conversation_is_422_at_the_conversation(serve, tiny_model_dir
         r = httpx.post(f"{srv.url}/v1/rewards", json={"conversations": [[U, A], [U, long]]})
         assert loc_of(r)[:3] == ["body", "conversations", 1]
         assert "over the maximum of 64" in r.json()["detail"][0]["msg"]
-        r = httpx.post(f"{srv.url}/get_reward", json={"query": ["short", "y" * 100]})
+        queries = [rm.chat.render(Conversation.of(c).messages) for c in ([U, A], [U, long])]
+        r = httpx.post(f"{srv.url}/get_reward", json={"query": queries})
         assert loc_of(r) == ["body", "query", 1]
 
 
@@ -152,7 +155,7 @@ ROUTES = [
     ("GET", "/openapi.json", None),
     ("POST", "/v1/rewards", {"conversations": [[U, A]]}),
     ("POST", "/v1/rewards/compare", {"context": [U], "responses": ["4"]}),
-    ("POST", "/get_reward", {"query": ["text"]}),
+    ("POST", "/get_reward", {"query": [RENDERED]}),
     ("POST", "/classify", {"input": "text"}),
     ("POST", "/pooling", {"input": "text"}),
     ("GET", "/no/such/route", None),
@@ -265,25 +268,3 @@ def test_metrics_move(serve, tiny_rm: RewardModel, conversations):
     assert after[("rewardkit_tokens_per_second", ())] > 0
     assert after[("rewardkit_queue_depth", ())] == 0
     assert after[("rewardkit_inflight_requests", ())] == 1  # the scrape itself
-
-
-def test_serve_rejects_bad_options_before_loading(capsys):
-    from rewardkit.cli import main
-
-    code = main(
-        [
-            "serve",
-            "--model",
-            "/nonexistent",
-            "--max-queue",
-            "4",
-            "--max-conversations",
-            "8",
-            "--max-wait-ms",
-            "-1",
-        ]
-    )
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "--max-wait-ms must be >= 0, got -1.0" in err
-    assert "--max-conversations (8) must not exceed --max-queue (4)" in err

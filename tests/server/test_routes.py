@@ -52,9 +52,10 @@ def test_64_concurrent_clients_get_offline_rewards(server, conversations, offlin
     assert batches < 64 * 20
 
 
-def test_response_carries_spec_and_token_counts(server, tiny_rm: RewardModel, conversations):
+def test_response_carries_spec_and_token_counts(server, tiny_rm: RewardModel, conversations, served_name):
     body = httpx.post(f"{server.url}/v1/rewards", json={"conversations": conversations[:2]}).json()
-    assert body["spec"] == tiny_rm.spec.to_dict()
+    # The spec, with the served name where the model's path was.
+    assert body["spec"] == {**tiny_rm.spec.to_dict(), "model": served_name}
     expected = [len(e.ids) for e in tiny_rm.encode(conversations[:2])]
     assert body["num_tokens"] == expected
     assert body["usage"] == {"tokens": sum(expected)}
@@ -83,21 +84,22 @@ def test_compare(server, tiny_rm: RewardModel):
 
 
 def test_openrlhf_get_reward(server, tiny_rm: RewardModel, conversations, offline):
-    """Queries are templated text (what OpenRLHF sends): tokenized as-is, same reward as the conversation."""
+    """Queries are rendered conversations: the same reward as the conversation."""
     queries = [tiny_rm.chat.render(Conversation.of(c).messages) for c in conversations[:5]]
     body = httpx.post(
         f"{server.url}/get_reward",
         json={"query": queries, "prompts": ["p"] * 5, "labels": [None] * 5},
     ).json()
-    assert set(body) == {"rewards", "scores", "extra_logs"}
+    assert set(body) == {"rewards", "scores", "extra_logs", "spec"}
     assert body["rewards"] == pytest.approx(offline[:5], abs=TOL)
     assert body["scores"] == body["rewards"]
     assert body["extra_logs"]["truncated"] == [0.0] * 5
+    assert body["extra_logs"]["completed"] == [0.0] * 5 and body["spec"]["completed"] == []
     assert body["extra_logs"]["num_tokens"] == [float(len(e.ids)) for e in tiny_rm.encode(conversations[:5])]
 
 
 @pytest.mark.parametrize("route", ["/classify", "/pooling"])
-def test_vllm_shapes(server, tiny_rm: RewardModel, conversations, offline, route):
+def test_vllm_shapes(server, tiny_rm: RewardModel, conversations, offline, route, served_name):
     conv = conversations[3]
     text = tiny_rm.chat.render(Conversation.of(conv).messages)
     n_tokens = len(tiny_rm.encode([conv])[0].ids)
@@ -109,14 +111,14 @@ def test_vllm_shapes(server, tiny_rm: RewardModel, conversations, offline, route
     for payload, expected, tokens in [
         ({"input": text}, [offline[3]], n_tokens),
         ({"input": [text, text]}, [offline[3]] * 2, 2 * n_tokens),
-        ({"messages": parts, "model": tiny_rm.spec.model}, [offline[3]], n_tokens),
+        ({"messages": parts, "model": served_name}, [offline[3]], n_tokens),
     ]:
         for activation in (None, False, True):
             body = httpx.post(f"{server.url}{route}", json={**payload, "use_activation": activation}).json()
             want = [1 / (1 + math.exp(-x)) for x in expected] if activation else expected
             assert body["object"] == "list"
             assert body["id"].startswith("classify-" if route == "/classify" else "pool-")
-            assert body["model"] == tiny_rm.spec.model
+            assert body["model"] == served_name
             assert isinstance(body["created"], int)
             assert body["usage"] == {
                 "prompt_tokens": tokens,
@@ -134,23 +136,24 @@ def test_vllm_shapes(server, tiny_rm: RewardModel, conversations, offline, route
             assert got == pytest.approx(want, abs=TOL)
 
 
-def test_health_ready_models(server, tiny_rm: RewardModel):
+def test_health_ready_models(server, tiny_rm: RewardModel, served_name):
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{server.url}/ready").json() == {"status": "ready", "model": tiny_rm.spec.model}
+    assert httpx.get(f"{server.url}/ready").json() == {"status": "ready", "model": served_name}
     models = httpx.get(f"{server.url}/v1/models").json()
     assert models["object"] == "list"
     assert [(m["id"], m["object"], m["max_model_len"]) for m in models["data"]] == [
-        (tiny_rm.spec.model, "model", tiny_rm.spec.max_length)
+        (served_name, "model", tiny_rm.spec.max_length)
     ]
 
 
 def test_served_model_name(serve, tiny_rm: RewardModel, conversations):
-    with serve(tiny_rm, served_model_name="my-rm") as srv:
-        body = httpx.post(
-            f"{srv.url}/v1/rewards", json={"model": "my-rm", "conversations": conversations[:1]}
-        )
-        assert body.json()["model"] == "my-rm"
-        assert httpx.get(f"{srv.url}/v1/models").json()["data"][0]["id"] == "my-rm"
+    with serve(tiny_rm, served_model_name=["my-rm", "/models/rm"]) as srv:
+        for name in ("my-rm", "/models/rm"):  # every name is accepted; the first is answered
+            body = httpx.post(
+                f"{srv.url}/v1/rewards", json={"model": name, "conversations": conversations[:1]}
+            )
+            assert body.json()["model"] == "my-rm" and body.json()["spec"]["model"] == "my-rm"
+        assert [m["id"] for m in httpx.get(f"{srv.url}/v1/models").json()["data"]] == ["my-rm", "/models/rm"]
         wrong = httpx.post(
             f"{srv.url}/v1/rewards", json={"model": "other", "conversations": conversations[:1]}
         )

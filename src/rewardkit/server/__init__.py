@@ -13,6 +13,7 @@ _EXPORTS = {
     "DynamicBatcher": "rewardkit.server.batcher",
     "ServerConfig": "rewardkit.server.service",
     "ServerMetrics": "rewardkit.server.metrics",
+    "bind": "rewardkit.server.runner",
     "create_app": "rewardkit.server.app",
     "run_server": "rewardkit.server.runner",
 }

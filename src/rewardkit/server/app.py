@@ -1,10 +1,9 @@
-"""The FastAPI app: native reward routes, health/readiness, models, metrics, and the gate
-(API key, body size, request metrics) in front of every route.
+"""The FastAPI app: native reward routes, health/readiness, models, metrics, and the `Gate` in
+front of every route; errors as bounded JSON bodies.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -12,102 +11,63 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import BaseModel
 
 from rewardkit import __version__
 from rewardkit.api import RewardModel, Scored, sigmoid
-from rewardkit.server import schemas as s
 from rewardkit.server.batcher import BatchFailed, Overloaded, ShuttingDown
 from rewardkit.server.compat import add_compat_routes
+from rewardkit.server.gate import Gate, InFlight
+from rewardkit.server.limits import RequestTooLarge
 from rewardkit.server.metrics import ServerMetrics
-from rewardkit.server.service import (
-    RequestTooLarge,
-    RewardService,
-    ServerConfig,
-    compare_locator,
-    conversations_locator,
+from rewardkit.server.schemas import (
+    CompareRequest,
+    CompareResponse,
+    GetRewardRequest,
+    ModelCard,
+    ModelList,
+    RewardsRequest,
+    RewardsResponse,
+    Usage,
+    VllmRequest,
 )
+from rewardkit.server.service import RewardService, ServerConfig, item_at, items_at, json_body
 
 log = logging.getLogger(__name__)
 
-OPEN_ROUTES = frozenset({"/health"})
+MAX_ERRORS = 10  # validation errors listed in a 422 (``error_count`` says how many there were)
+MAX_MESSAGE = 500  # characters of one error message in a response
 
 
-class Gate:
-    """ASGI middleware: API key (every route but ``/health``), body size cap, request metrics.
-
-    Args:
-        app: the wrapped app.
-        service: gives the config (key, body cap) and metrics.
-        routes: paths recorded under their own name in metrics (others as ``other``).
-    """
-
-    def __init__(self, app: ASGIApp, *, service: RewardService, routes: frozenset[str]) -> None:
-        self.app = app
-        self.config = service.config
-        self.metrics = service.metrics
-        self.routes = routes
-        self._key = None if service.config.api_key is None else service.config.api_key.encode()
-
-    def _authorized(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        if self._key is None:
-            return True
-        for name, value in headers:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
-        return False
-
-    def _body_too_large(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        for name, value in headers:
-            if name == b"content-length":
-                return value.isdigit() and int(value) > self.config.max_body_bytes
-        return False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        route = path if path in self.routes else "other"
-        headers = scope["headers"]
-        start = time.perf_counter()
-        status = 500  # what the client gets if the app raises before responding
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.inflight.inc()
-        try:
-            if path not in OPEN_ROUTES and not self._authorized(headers):
-                reply = JSONResponse(
-                    {"detail": "missing or wrong API key: send the header 'Authorization: Bearer KEY'"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await reply(scope, receive, send_and_record)
-            elif self._body_too_large(headers):
-                reply = JSONResponse(
-                    {"detail": f"request body over {self.config.max_body_bytes} bytes (--max-body-bytes)"},
-                    status_code=413,
-                )
-                await reply(scope, receive, send_and_record)
-            else:
-                await self.app(scope, receive, send_and_record)
-        finally:
-            self.metrics.inflight.dec()
-            self.metrics.observe_request(route, status, time.perf_counter() - start)
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + f"... ({len(text)} characters)"
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+    return JSONResponse({"detail": _clip(message)}, status_code=status, headers=headers)
+
+
+def validation_body(errors: Sequence[Any]) -> dict[str, Any]:
+    """A 422 body: FastAPI's ``detail`` list, at most `MAX_ERRORS` entries of ``type``, ``loc``
+    and ``msg`` (never the input), and ``error_count``."""
+    shown = [
+        {
+            "type": e.get("type", "value_error"),
+            "loc": list(e.get("loc", ())),
+            "msg": _clip(str(e.get("msg", ""))),
+        }
+        for e in errors[:MAX_ERRORS]
+    ]
+    return {"detail": shown, "error_count": len(errors)}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(e.errors()), status_code=422)
+
     @app.exception_handler(RequestTooLarge)
     async def _too_large(_: Request, e: RequestTooLarge) -> JSONResponse:
         return _error(413, str(e))
@@ -125,12 +85,31 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, str(e))
 
 
+def _document_bodies(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Adds the request models of routes that parse their own bodies (`json_body`) to the
+    OpenAPI document's ``components``."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        doc = plain()  # built once, then cached by FastAPI
+        if first:
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _columns(scored: Sequence[Scored]) -> dict[str, Any]:
     return {
         "rewards": [x.reward for x in scored],
         "truncated": [x.truncated_tokens > 0 for x in scored],
         "num_tokens": [x.num_tokens for x in scored],
-        "usage": s.Usage(tokens=sum(x.num_tokens for x in scored)),
+        "usage": Usage(tokens=sum(x.num_tokens for x in scored)),
     }
 
 
@@ -139,7 +118,10 @@ def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
 
     Args:
         rm: the loaded reward model (one engine; never called on the event loop).
-        config: limits, API key, served name.
+        config: limits, API key, served names.
+
+    ``app.state.service`` is the `RewardService`; ``app.state.in_flight`` the requests being
+    handled (the runner answers them with 503 at the shutdown deadline).
     """
     config = config or ServerConfig()
     service = RewardService(rm, config, ServerMetrics())
@@ -156,7 +138,7 @@ def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
 
     app = FastAPI(title="rewardkit reward server", version=__version__, lifespan=lifespan)
     app.state.service = service
-    spec = rm.spec.to_dict()
+    app.state.in_flight = InFlight()
     _install_error_handlers(app)
 
     @app.get("/health")
@@ -167,48 +149,49 @@ def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
     @app.get("/ready")
     async def ready() -> JSONResponse:
         """The model is loaded and the batcher accepts work (503 while draining)."""
-        if not service.batcher.accepting:
+        if service.draining or not service.batcher.accepting:
             return _error(503, "not ready: starting or shutting down")
         return JSONResponse({"status": "ready", "model": service.model_name})
 
     @app.get("/v1/models")
-    async def models() -> s.ModelList:
-        card = s.ModelCard(id=service.model_name, created=int(time.time()), max_model_len=rm.spec.max_length)
-        return s.ModelList(data=[card])
+    async def models() -> ModelList:
+        created = int(time.time())
+        cards = [
+            ModelCard(id=name, created=created, max_model_len=rm.spec.max_length) for name in service.names
+        ]
+        return ModelList(data=cards)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
-    @app.post("/v1/rewards")
-    async def rewards(req: s.RewardsRequest) -> s.RewardsResponse:
+    @app.post("/v1/rewards", openapi_extra=json_body(RewardsRequest))
+    async def rewards(request: Request) -> RewardsResponse:
         """One reward per conversation (raw logit of the head; higher is better)."""
+        req = await service.parse(request, RewardsRequest)
         service.check_model(req.model)
-        locate = conversations_locator(("body", "conversations"))
-        convs = service.parse_conversations([[m.model_dump() for m in c] for c in req.conversations], locate)
-        scored = await service.score_conversations(convs, locate)
-        return s.RewardsResponse(**_columns(scored), model=service.model_name, spec=spec)
+        scored = await service.score_conversations(req.conversations, items_at("conversations"))
+        return RewardsResponse(**_columns(scored), model=service.model_name, spec=service.spec)
 
-    @app.post("/v1/rewards/compare")
-    async def compare(req: s.CompareRequest) -> s.CompareResponse:
+    @app.post("/v1/rewards/compare", openapi_extra=json_body(CompareRequest))
+    async def compare(request: Request) -> CompareResponse:
         """Rewards of K responses to one context, centred within the prompt, and P(i beats j)."""
+        req = await service.parse(request, CompareRequest)
         service.check_model(req.model)
-        context = [m.model_dump() for m in req.context]
-        locate = compare_locator(len(context))
-        raw = [[*context, {"role": "assistant", "content": r}] for r in req.responses]
-        convs = service.parse_conversations(raw, locate)
-        scored = await service.score_conversations(convs, locate, group=True)  # the context runs once
+        # One group: the context runs once.
+        scored = await service.score_conversations(req.conversations, item_at("responses"), group=True)
         r = [x.reward for x in scored]
         mean = sum(r) / len(r)
-        return s.CompareResponse(
+        return CompareResponse(
             **_columns(scored),
             centered_rewards=[x - mean for x in r],
             win_prob=[[sigmoid(ri - rj) for rj in r] for ri in r],
             model=service.model_name,
-            spec=spec,
+            spec=service.spec,
         )
 
     add_compat_routes(app, service)
+    _document_bodies(app, [RewardsRequest, CompareRequest, GetRewardRequest, VllmRequest])
     routes = frozenset(getattr(route, "path", "") for route in app.routes)
-    app.add_middleware(Gate, service=service, routes=routes)
+    app.add_middleware(Gate, service=service, routes=routes, in_flight=app.state.in_flight)
     return app
