@@ -35,7 +35,7 @@ def loc_of(r: httpx.Response) -> list:
         (
             {"conversations": [[U, {"role": "assistant", "content": 5}]]},
             ["body", "conversations", 0, 1, "content"],
-            "content must be a string, got int",
+            "content must be a string or a list of text parts, got int",
         ),
         (
             {"conversations": [[U, {"role": "assistant", "content": ""}]]},
