@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="prompts per RM-Bench file (smoke runs)")
     ap.add_argument("--work", default="/tmp/score-bench")
     ap.add_argument("--skip", nargs="*", default=[], help="runs to leave out: cold warm eager devices")
+    ap.add_argument("--cli-only", action="store_true", help="no engine-alone and card-loop runs")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args()
     work = Path(a.work)
@@ -176,6 +177,11 @@ def main() -> None:
             )
         )
 
+    if a.cli_only:
+        print(json.dumps(runs, indent=1))
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "score_bench_cli.json").write_text(json.dumps(runs, indent=1))
+        return
     # The engine alone and the card loop, on the same checkpoint and conversations.
     rm = RewardModel.load(ckpt, compile=False)
     ids = [e.ids for e in rm.encode(convs)]

@@ -256,6 +256,10 @@ class _RankedJob:
             self.options, lambda chat: self._scan(chat, on_error)
         )
         seconds = {"load": load_s, "scan": time.perf_counter() - t_start - load_s}
+        # Compile before the ranks meet, so that they all start scoring together.
+        compile_s = rm.engine.warm_up()
+        if compile_s:
+            seconds["compile"] = compile_s
         stats, errors, error_count = self._gather_scans(stats, errors, error_count)
         records = sum(s.records for s in stats)
         if error_count and on_error == "raise":
@@ -280,9 +284,6 @@ class _RankedJob:
         resumed = sum(stats[i].records for i in done)
         if on_start is not None:
             on_start(sum(s.conversations for s in stats if s.index not in done), resumed)
-        compile_s = rm.engine.warm_up()
-        if compile_s:
-            seconds["compile"] = compile_s
         # 3. Score runs of blocks, sized by tokens.
         t_score = time.perf_counter()
         tokens = self._score(rm, stats, done, window_tokens, self._shared_progress(progress))
