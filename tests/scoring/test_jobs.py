@@ -3,6 +3,7 @@ per-block resume (gloo, 2 processes)."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import os
@@ -14,9 +15,9 @@ import pytest
 
 from rewardkit.cli import main
 from rewardkit.data.io import index_blocks, iter_raw
-from rewardkit.data.outputs import block_path, meta_path, parts_dir
+from rewardkit.data.outputs import block_path, meta_path, parts_dir, parts_meta_path
 from rewardkit.distributed import LAUNCHED_DEVICES_ENV, launch_local
-from rewardkit.scoring.jobs import _block_bytes, take_runs
+from rewardkit.scoring.jobs import FIXED_SHARE, _block_bytes, take_runs
 
 ATOL = 1e-5  # fp32 packed in different batches on each rank; see test_parity.py
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -90,8 +91,8 @@ class _Counter:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_runs_are_taken_once_and_shrink(seed: int) -> None:
-    """Ranks taking runs in turn (in any interleaving) take every block once; the first half of
-    the cost is split evenly, and the runs taken as ranks go shrink towards the end."""
+    """Ranks taking runs in turn (in any interleaving) take every block once; `FIXED_SHARE` of the
+    cost is split evenly, and the runs taken as ranks go shrink towards the end."""
     rng = random.Random(seed)
     costs = sorted(rng.randint(1, 500) for _ in range(rng.randint(20, 300)))  # short, then long
     world = rng.choice([2, 3])
@@ -109,10 +110,12 @@ def test_runs_are_taken_once_and_shrink(seed: int) -> None:
     assert sorted(i for _, run in taken for i in run) == list(range(len(costs)))
     total = sum(costs)
     per_rank = [sum(costs[i] for r2, run in taken if r2 == r for i in run) for r in range(world)]
-    assert min(per_rank) >= total / (2 * world) - max(costs)  # its even part of the first half
-    sizes = [sum(costs[i] for i in run) for _, run in taken]
-    assert max(sizes) <= total // world + max(costs)
-    assert sizes[-1] <= total // (4 * world) + max(costs)
+    assert min(per_rank) >= FIXED_SHARE * total / world - max(costs)  # its even part
+    assert max(per_rank) <= (FIXED_SHARE / world + 1 - FIXED_SHARE) * total + max(costs)
+    split = bisect.bisect_left(list(itertools.accumulate(costs)), FIXED_SHARE * total) + 1
+    shared = [sum(costs[i] for i in run) for _, run in taken if run.start >= split]  # taken as ranks go
+    assert shared and max(shared) <= (1 - FIXED_SHARE) * total / (2 * world) + max(costs)
+    assert shared[-1] <= shared[0] + max(costs)
 
 
 def test_equal_ranks_split_short_then_long_evenly() -> None:
@@ -196,7 +199,7 @@ def _short_then_long(n: int) -> list[dict]:
 def test_torchrun_two_ranks_balance_tokens_and_resume_blocks(
     tmp_path: Path, tiny_model_dir: Path, run_command, torchrun_cmd
 ) -> None:
-    src = _write(tmp_path / "in.jsonl", _short_then_long(400))
+    src = _write(tmp_path / "in.jsonl", _short_then_long(600))
     want = _one_process(src, tmp_path / "one.jsonl", tiny_model_dir)
     out = tmp_path / "out.jsonl"
     args = ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--no-progress"]
@@ -216,7 +219,7 @@ def test_torchrun_two_ranks_balance_tokens_and_resume_blocks(
     blocks = index_blocks(src, target_bytes=_block_bytes(src, 2))
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
     parts_dir(out).mkdir()
-    parts_dir(out).joinpath("meta.json").write_text(meta_path(out).read_text())
+    parts_meta_path(out).write_text(meta_path(out).read_text())
     row = 0
     for b in blocks:
         n = sum(1 for _ in iter_raw(src, block=b))

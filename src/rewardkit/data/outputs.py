@@ -33,6 +33,11 @@ def parts_dir(output: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def parts_meta_path(output: str | Path) -> Path:
+    """What the blocks in `parts_dir` were written with (compared before resuming them)."""
+    return parts_dir(output) / "meta.json"
+
+
 def block_path(output: str | Path, index: int) -> Path:
     """The rows of one input block (see `Block`), written whole by the rank that scored it."""
     return parts_dir(output) / f"block-{index:07d}.jsonl"
@@ -117,9 +122,10 @@ def meta_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def check_resumable(output: Path, meta: dict[str, Any]) -> None:
-    """Raises unless ``output`` was written by a run with these settings (see `meta_differences`)."""
-    sidecar = meta_path(output)
+def check_resumable(output: Path, meta: dict[str, Any], *, sidecar: Path | None = None) -> None:
+    """Raises unless ``output`` was written by a run with these settings (see `meta_differences`),
+    as its sidecar (default `meta_path`) records."""
+    sidecar = sidecar or meta_path(output)
     if not sidecar.exists():
         raise RewardkitError(
             f"{output} exists and was not written by rewardkit score; pass --overwrite or choose another -o"

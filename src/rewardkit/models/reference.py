@@ -4,25 +4,13 @@ tested against. Deliberately plain; not used on any hot path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from rewardkit.data.conversation import Conversation
-
-
-@contextmanager
-def attention_implementation(model: torch.nn.Module, name: str) -> Iterator[None]:
-    """Temporarily switches the attention function HF modeling code dispatches to."""
-    config = model.config
-    old = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
+from rewardkit.models.loading import attention_implementation
 
 
 def card_inputs(

@@ -139,21 +139,23 @@ def _score_prompt(args: argparse.Namespace, rm: RewardModel) -> int:
     return 0
 
 
+def _file_options(args: argparse.Namespace, report: _Report) -> dict[str, Any]:
+    """What every way of scoring a file takes from the command line, and the report's callbacks."""
+    return {
+        "on_error": args.on_error,
+        "error_file": args.error_file,
+        "overwrite": args.overwrite,
+        "on_load": report.loaded,
+        "on_start": report.start,
+        "progress": report.advance,
+    }
+
+
 def _score_file(args: argparse.Namespace, model: RewardModel | ModelOptions, report: _Report) -> int:
     from rewardkit.scoring.files import score_file
 
     try:
-        summary = score_file(
-            model,
-            args.input,
-            args.output,
-            on_error=args.on_error,
-            error_file=args.error_file,
-            overwrite=args.overwrite,
-            on_load=report.loaded,
-            on_start=report.start,
-            progress=report.advance,
-        )
+        summary = score_file(model, args.input, args.output, **_file_options(args, report))
     finally:
         report.close()
     report.summary(summary)
@@ -166,18 +168,7 @@ def _score_on_ranks(args: argparse.Namespace, opts: ModelOptions, rank: Rank) ->
 
     report = _Report(args, rank=rank)
     try:
-        summary = score_file_on_ranks(
-            opts,
-            args.input,
-            args.output,
-            rank=rank,
-            on_error=args.on_error,
-            error_file=args.error_file,
-            overwrite=args.overwrite,
-            on_load=report.loaded,
-            on_start=report.start,
-            progress=report.advance,
-        )
+        summary = score_file_on_ranks(opts, args.input, args.output, rank=rank, **_file_options(args, report))
     except RewardkitError as e:
         # Every rank fails alike (same input, same checks): rank 0 reports. The others wait a
         # moment first, as torchrun stops the whole job when the first rank exits.
