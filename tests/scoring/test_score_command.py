@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -276,3 +277,122 @@ def test_init_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert type(rm.model).__name__ == "LlamaForSequenceClassification"
     conv = [Conversation.from_prompt("What is 1+1?", "1+1=2")]
     assert rm.score(conv) == pytest.approx(reference_scores(rm.model, rm.tokenizer, conv), abs=ATOL)
+
+
+def test_resume_refuses_other_weights_and_accepts_other_spellings(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights replaced in place (same config, same path) are refused, naming the fingerprint;
+    the same input and model under other spellings of their paths resume."""
+    import shutil
+
+    from rewardkit.models.tiny import save_tiny_reward_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    src = _write_jsonl(tmp_path / "in.jsonl", RAGGED)
+    out = tmp_path / "out.jsonl"
+    assert _score(src, "-o", out, "--model", model) == 0
+    full = out.read_text(encoding="utf-8")
+    out.write_text("".join(full.splitlines(keepends=True)[:2]), encoding="utf-8")
+    # Another spelling of both paths: resumed, not refused.
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert _score("./in.jsonl", "-o", out, "--model", "./model/") == 0
+    assert "resuming: 2 rows already in" in capsys.readouterr().err
+    assert _rows(out)[:2] == [json.loads(x) for x in full.splitlines()[:2]]
+    # Retrained weights exported to the same directory: refused, naming both fingerprints.
+    out.write_text("".join(full.splitlines(keepends=True)[:2]), encoding="utf-8")
+    other = save_tiny_reward_model(tmp_path / "other", seed=5)
+    shutil.copy(other / "model.safetensors", model / "model.safetensors")
+    assert _score(src, "-o", out, "--model", model) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and "spec.weights: '" in err and "' in the output, '" in err
+    assert len(_rows(out)) == 2  # left as it was
+
+
+def test_output_paths_that_cannot_work_fail_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _write_jsonl(tmp_path / "in.jsonl", RAGGED)
+    (tmp_path / "adir").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [
+        (["-o", tmp_path / "adir", "--overwrite"], "is a directory"),
+        (["-o", src, "--overwrite"], "is the input file"),
+        (["-o", tmp_path / "in.jsonl", "--overwrite"], "is the input file"),
+        (
+            ["-o", tmp_path / "missing" / "dir" / "out.jsonl", "--model", "/no/such/model"],
+            "model directory not found",
+        ),
+        (["--model", "/no/such/model"], "model directory not found"),
+        (["-o", tmp_path / "adir", "--model", "/no/such/model"], "is a directory"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((["-o", locked / "out.jsonl"], "cannot write in"))
+    for args, words in cases:
+        assert _score(src, *args) == 2, args
+        assert words in capsys.readouterr().err, args
+    assert not list((tmp_path / "adir").iterdir())
+    assert not (tmp_path / "adir.meta.json").exists()
+    assert _score(tmp_path / "adir", "-o", tmp_path / "x.jsonl") == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert _score(tmp_path / "nope.jsonl", "-o", tmp_path / "x.jsonl", "--model", "/no/such/model") == 2
+    assert "input file not found" in capsys.readouterr().err  # before the model
+
+
+def test_error_file_in_a_new_directory_and_parquet_output(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = _write_jsonl(tmp_path / "in.jsonl", [*RAGGED, "{broken"])
+    out = tmp_path / "out.parquet"
+    errors = tmp_path / "new" / "errors.jsonl"
+    assert (
+        _score(src, "-o", out, "--model", tiny_model_dir, "--on-error", "skip", "--error-file", errors) == 0
+    )
+    rows = pq.read_table(out).to_pylist()
+    want = _rows_of(tmp_path, src, tiny_model_dir)
+    assert [r["id"] for r in rows] == [str(r["id"]) for r in want]
+    assert [r["reward"] for r in rows] == pytest.approx([r["reward"] for r in want], abs=ATOL)
+    assert [json.loads(x)["line"] for x in errors.read_text().splitlines()] == [6]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            "in.jsonl",
+            "new",
+            "out.parquet",
+            "out.parquet.meta.json",
+            "want.jsonl",
+            "want.jsonl.errors.jsonl",
+            "want.jsonl.meta.json",
+        ]
+    )
+
+
+def _rows_of(tmp_path: Path, src: Path, model: Path) -> list[dict]:
+    want = tmp_path / "want.jsonl"
+    assert _score(src, "-o", want, "--model", model, "--on-error", "skip") == 0
+    return _rows(want)
+
+
+def test_empty_input_and_prompt_output(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert _score(empty, "-o", tmp_path / "o.jsonl", "--model", tiny_model_dir) == 2
+    assert "holds no records" in capsys.readouterr().err
+    assert _score(empty, "-o", tmp_path / "o.jsonl", "--model", tiny_model_dir, "--on-error", "skip") == 0
+    assert "holds no records" in caplog.text and (tmp_path / "o.jsonl").read_text() == ""
+    out = tmp_path / "prompt.jsonl"
+    args = ["--prompt", "What is 1+1?", "--response", "2", "--response", "3", "--model", tiny_model_dir]
+    assert _score(*args, "-o", out) == 0
+    assert capsys.readouterr().out == ""  # written to -o, not stdout
+    assert [r["response"] for r in _rows(out)] == ["2", "3"]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from rewardkit import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rewardkit {__version__}"
