@@ -355,6 +355,11 @@ def test_error_file_in_a_new_directory_and_parquet_output(tmp_path: Path, tiny_m
     assert [r["id"] for r in rows] == [str(r["id"]) for r in want]
     assert [r["reward"] for r in rows] == pytest.approx([r["reward"] for r in want], abs=ATOL)
     assert [json.loads(x)["line"] for x in errors.read_text().splitlines()] == [6]
+    # Complete: a second run scores nothing and leaves no part behind.
+    assert (
+        _score(src, "-o", out, "--model", tiny_model_dir, "--on-error", "skip", "--error-file", errors) == 0
+    )
+    assert pq.read_table(out).to_pylist() == rows
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [
             "in.jsonl",

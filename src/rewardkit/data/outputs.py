@@ -207,9 +207,10 @@ class JsonlWriter:
         self.close()
 
 
-class ParquetWriter(JsonlWriter):
+class ParquetWriter:
     """A Parquet output (``-o OUT.parquet``): rows go to a resumable JSONL part
-    (``OUT.parquet.partial.jsonl``) and `finish` converts it into ``OUT.parquet`` atomically.
+    (`partial_path`) and `finish` converts it into ``OUT.parquet`` atomically; a complete
+    ``OUT.parquet`` of the same settings is left as it is.
 
     ``id`` is written as a string column (records without an id get their line number).
     """
@@ -217,25 +218,40 @@ class ParquetWriter(JsonlWriter):
     def __init__(self, path: str | Path, meta: dict[str, Any], *, overwrite: bool = False) -> None:
         self.final = Path(path)
         self.meta = meta
-        self.complete = self.final.exists() and not overwrite
-        if self.complete:
+        self._rows: JsonlWriter | None = None
+        if self.final.exists() and not overwrite:
             check_resumable(self.final, meta)
-        super().__init__(partial_path(self.final), meta, overwrite=overwrite)
-        if self.complete:
             self.done = count_rows(self.final)
+        else:
+            self._rows = JsonlWriter(partial_path(self.final), meta, overwrite=overwrite)
+            self.done = self._rows.done
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        if self._rows is None:
+            rows = list(rows)
+            assert not rows, "a complete Parquet output takes no more rows"
+            return
+        self._rows.write(rows)
 
     def finish(self) -> None:
-        if self.complete:
+        if self._rows is None:
             return
-        self.close()
+        self._rows.close()
         _atomic_write_text(meta_path(self.final), json.dumps(self.meta, indent=1, sort_keys=True))
-        jsonl_to_parquet(self.path, self.final)
-        self.path.unlink()
-        self.meta_path.unlink(missing_ok=True)
-        self.complete = True
+        jsonl_to_parquet(self._rows.path, self.final)
+        self._rows.path.unlink()
+        self._rows.meta_path.unlink(missing_ok=True)
+        self._rows = None
+
+    def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
 
 
-def open_output(path: str | Path, meta: dict[str, Any], *, overwrite: bool = False) -> JsonlWriter:
+Output = JsonlWriter | ParquetWriter
+
+
+def open_output(path: str | Path, meta: dict[str, Any], *, overwrite: bool = False) -> Output:
     """The writer for an output path: Parquet by the ``.parquet`` extension, else JSONL."""
     return (ParquetWriter if is_parquet(path) else JsonlWriter)(path, meta, overwrite=overwrite)
 
