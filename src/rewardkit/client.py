@@ -108,6 +108,11 @@ def _compare(context: MessagesLike, responses: Sequence[str]) -> _Call:
     return _Call("/v1/rewards/compare", {"context": _messages(context), "responses": list(responses)})
 
 
+def _groups(groups: Sequence[tuple[MessagesLike, Sequence[str]]]) -> _Call:
+    body = {"groups": [{"context": _messages(context), "responses": list(rs)} for context, rs in groups]}
+    return _Call("/v1/rewards/groups", body)
+
+
 def _get_reward(queries: Sequence[str]) -> _Call:
     return _Call("/get_reward", {"query": list(queries)}, itemgetter("rewards"))
 
@@ -195,6 +200,12 @@ class RewardClient:
         """Rewards, centred rewards and the P(i beats j) matrix of responses to one context."""
         return self._run(_compare(context, responses))
 
+    def groups(self, groups: Sequence[tuple[MessagesLike, Sequence[str]]]) -> dict[str, Any]:
+        """Several ``(context, responses)`` groups in one request, each scored with its context
+        computed once: ``groups[g]`` of the answer has that group's ``rewards``,
+        ``centered_rewards``, ``truncated`` and ``num_tokens``; ``usage`` covers them all."""
+        return self._run(_groups(groups))
+
     def get_reward(self, queries: Sequence[str]) -> list[float]:
         """OpenRLHF-style: rewards of conversations rendered with the model's chat template."""
         return self._run(_get_reward(queries))
@@ -261,6 +272,9 @@ class AsyncRewardClient:
 
     async def compare(self, context: MessagesLike, responses: Sequence[str]) -> dict[str, Any]:
         return await self._run(_compare(context, responses))
+
+    async def groups(self, groups: Sequence[tuple[MessagesLike, Sequence[str]]]) -> dict[str, Any]:
+        return await self._run(_groups(groups))
 
     async def get_reward(self, queries: Sequence[str]) -> list[float]:
         return await self._run(_get_reward(queries))

@@ -4,6 +4,7 @@ server backend, and real ``GRPOTrainer`` / ``RLOOTrainer`` steps with the demo r
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from rewardkit.api import RewardModel, Scored
-from rewardkit.data.conversation import Conversation
 from rewardkit.errors import InputError
 from rewardkit.integrations.trl import LocalScorer, RewardFunction, ServerScorer
 from rewardkit.models.templating import Encoded
@@ -117,29 +117,137 @@ def test_too_long_names_the_completion(tiny_model_dir: Path) -> None:
     assert all(math.isfinite(r) for r in left(prompts, completions))
 
 
-def test_server_backend_gives_the_local_rewards(tiny_rm: RewardModel) -> None:
+def test_too_long_through_a_server_is_a_422_locating_it(tiny_model_dir: Path) -> None:
+    from rewardkit.client import RewardServerError
+    from rewardkit.server import BackgroundServer, ServerConfig, create_app
+
+    rm = RewardModel.load(tiny_model_dir, device="cpu", max_length=64)
+    prompts, completions = ["q", "long " * 20, "long " * 20], ["fine", "a", "b"]
+    app = create_app(rm, ServerConfig(max_wait_ms=2.0))
+    with BackgroundServer(app) as srv, pytest.raises(RewardServerError) as e:
+        RewardFunction.from_server(srv.url)(prompts, completions)
+    assert e.value.status_code == 422
+    assert [d["loc"] for d in e.value.detail] == [["body", "groups", 1, "responses", i] for i in (0, 1)]
+    assert all("over the maximum of 64" in d["msg"] for d in e.value.detail)
+
+
+def _requests(url: str, key: str) -> dict[str, float]:
+    """Answered requests per route, from the server's metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    return {
+        s.labels["route"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "rewardkit_requests_total"
+    }
+
+
+def test_server_backend_sends_one_request_per_call(tiny_rm: RewardModel) -> None:
     from rewardkit.server import BackgroundServer, ServerConfig, create_app
 
     ctx = [SYSTEM, {"role": "user", "content": "What is 2+2?"}]
-    prompts = ["What is 1+1?", "What is 1+1?", ctx, ctx, "Name a colour."]
+    # A completion of several messages: its earlier turns go with the context.
+    turns = [{"role": "assistant", "content": "4"}, {"role": "user", "content": "sure?"}]
+    turns.append({"role": "assistant", "content": "yes"})
+    prompts = ["What is 1+1?", ctx, "What is 1+1?", ctx, "Name a colour.", ctx, ctx]
     completions = [
         "2",
-        "3",
         [{"role": "assistant", "content": "4"}],
+        "3",
         [{"role": "assistant", "content": "5"}],
         "red",
+        turns,
+        [*turns[:2], {"role": "assistant", "content": "no"}],
     ]
     want = RewardFunction.from_model(tiny_rm)(prompts, completions)
+    assert want == pytest.approx(one_by_one(tiny_rm, prompts, completions), abs=ATOL)
     config = ServerConfig(api_key="secret", max_wait_ms=2.0)
     with BackgroundServer(create_app(tiny_rm, config)) as srv:
         remote = RewardFunction.from_server(srv.url, api_key="secret", name="served")
         assert isinstance(remote.scorer, ServerScorer)
-        assert remote(prompts, completions) == pytest.approx(want, abs=ATOL)
-        # A multi-message completion goes through /v1/rewards: the same reward, prompt not shared.
-        turns = [{"role": "assistant", "content": "4"}, {"role": "user", "content": "sure?"}]
-        turns.append({"role": "assistant", "content": "yes"})
-        (r,) = remote([ctx], [turns])
-        assert r == pytest.approx(tiny_rm.score([Conversation.of(ctx + turns)])[0], abs=ATOL)
+        for call in range(1, 3):
+            assert remote(prompts, completions) == pytest.approx(want, abs=ATOL)
+            counts = {route: n for route, n in _requests(srv.url, "secret").items() if route != "/metrics"}
+            assert counts == {"/v1/rewards/groups": call}
+        # Only empty completions: nothing to send.
+        assert remote(["q", "q"], ["", " "]) == [None, None]
+        assert _requests(srv.url, "secret")["/v1/rewards/groups"] == 2
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+def test_a_trl_batch_is_one_http_request_in_trls_order(
+    tiny_rm: RewardModel, conversational: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL's layout (each prompt repeated ``num_generations`` times): every HTTP request the call
+    sends is counted; there is one, holding one shared-prompt group per prompt, and the rewards
+    come back in TRL's order."""
+    import httpx
+
+    from rewardkit.server import BackgroundServer, ServerConfig, create_app
+
+    questions = ["What is 1+1?", "Name a colour.", "How do I cook rice?"]
+    num_generations = 4
+    prompts: list = [q for q in questions for _ in range(num_generations)]
+    texts = [f"answer {'.' * i}" for i in range(len(prompts))]  # all different: order shows
+    completions: list = texts
+    if conversational:
+        prompts = [[SYSTEM, {"role": "user", "content": q}] for q in prompts]
+        completions = [[{"role": "assistant", "content": t}] for t in texts]
+    rm = RecordingModel(tiny_rm)
+    with BackgroundServer(create_app(rm, ServerConfig(api_key="k", max_wait_ms=2.0))) as srv:
+        reward = RewardFunction.from_server(srv.url, api_key="k")
+        sent: list[httpx.Request] = []
+        send = httpx.HTTPTransport.handle_request
+
+        def counted(transport: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return send(transport, request)
+
+        monkeypatch.setattr(httpx.HTTPTransport, "handle_request", counted)
+        got = reward(prompts=prompts, completions=completions, completion_ids=[[1]] * 12, trainer_state=None)
+    assert [(r.method, r.url.path) for r in sent] == [("POST", "/v1/rewards/groups")]
+    body = json.loads(sent[0].content)
+    assert [len(g["responses"]) for g in body["groups"]] == [num_generations] * len(questions)
+    assert rm.calls == [[num_generations] * len(questions)]  # one engine batch, prompts shared
+    assert got == pytest.approx(one_by_one(tiny_rm, prompts, completions), abs=ATOL)
+    assert len(set(got)) == len(got)
+
+
+def test_server_scorer_groups_responses_by_their_context() -> None:
+    """What goes in the one request: equal contexts (the prompt plus a response's earlier turns)
+    make one group, and every reward comes back to its response."""
+    from rewardkit.data.conversation import ResponseGroup
+    from rewardkit.data.formats import parse_group
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        def groups(self, groups):
+            self.sent.append(groups)
+            return {"groups": [{"rewards": [len(ctx) * 100 + len(r) for r in rs]} for ctx, rs in groups]}
+
+    later = [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]
+    groups: list[ResponseGroup] = [
+        parse_group(
+            {"prompt": "q", "responses": ["x", [*later, {"role": "assistant", "content": "yy"}], "zzz"]}
+        ),
+        parse_group({"prompt": [{"role": "user", "content": "q"}], "responses": ["wwww"]}),
+        parse_group({"prompt": "r", "responses": [[*later, {"role": "assistant", "content": "v"}]]}),
+    ]
+    client = Client()
+    got = ServerScorer(client)(groups)  # type: ignore[arg-type]
+    assert got == [[101, 302, 103], [104], [301]]
+    (sent,) = client.sent  # one request
+    q = [{"role": "user", "content": "q"}]
+    assert sent == [
+        (q, ["x", "zzz", "wwww"]),
+        ([*q, *later], ["yy"]),
+        ([{"role": "user", "content": "r"}, *later], ["v"]),
+    ]
 
 
 # ---- real TRL trainers ------------------------------------------------------------------------

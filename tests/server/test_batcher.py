@@ -96,6 +96,25 @@ def test_grouped_request_reaches_the_engine_as_one_group():
     assert rec.group_sizes == [[1, 1, 3]]  # plain requests: groups of one; the compare request: one group
 
 
+def test_the_groups_of_one_request_share_batches_and_stay_whole():
+    """``/v1/rewards/groups`` submits each group as a job, all at once: they fill batches
+    together, and a group that fits the budget is never split across batches."""
+    rec = Recorder()
+
+    async def main():
+        b = batcher(rec, max_wait_ms=0)
+        b.start()
+        groups = [[enc(1, 20), enc(2, 20), enc(3, 20)], [enc(4, 20), enc(5, 20)], [enc(6, 30), enc(7, 30)]]
+        r = await asyncio.gather(*(b.submit(g, group=True) for g in groups))
+        await b.close()
+        return r
+
+    out = asyncio.run(main())
+    assert [[s.reward for s in g] for g in out] == [[1, 2, 3], [4, 5], [6, 7]]
+    assert rec.batches == [[1, 2, 3, 4, 5], [6, 7]]
+    assert rec.group_sizes == [[3, 2], [2]]
+
+
 def test_full_budget_dispatches_without_waiting():
     rec = Recorder()
 

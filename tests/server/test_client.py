@@ -24,6 +24,10 @@ def test_sync_client_against_server(server, conversations, offline, tiny_rm):
         ctx = conversations[7][:-1]
         out = rc.compare(ctx, [conversations[7][-1]["content"], "other"])
         assert out["rewards"][0] == pytest.approx(offline[7], abs=1e-5)
+        messages = Conversation.of(conversations[8]).messages  # Message objects are accepted too
+        groups = [(ctx, ["other", conversations[7][-1]["content"]]), (messages[:-1], [messages[-1].content])]
+        out = rc.groups(groups)
+        assert [g["rewards"][-1] for g in out["groups"]] == pytest.approx(offline[7:9], abs=1e-5)
         with pytest.raises(RewardServerError) as e:
             rc.rewards([[{"role": "user", "content": "no answer"}]])
         assert e.value.status_code == 422
@@ -34,10 +38,13 @@ def test_async_client_against_server(server, conversations, offline):
     async def main():
         async with AsyncRewardClient(server.url) as rc:
             assert await rc.ready()
-            return await asyncio.gather(*(rc.rewards([c]) for c in conversations[:16]))
+            one_each = await asyncio.gather(*(rc.rewards([c]) for c in conversations[:16]))
+            grouped = await rc.groups([(c[:-1], [c[-1]["content"]]) for c in conversations[:16]])
+            return one_each, grouped
 
-    got = [r[0] for r in asyncio.run(main())]
-    assert got == pytest.approx(offline[:16], abs=1e-5)
+    one_each, grouped = asyncio.run(main())
+    assert [r[0] for r in one_each] == pytest.approx(offline[:16], abs=1e-5)
+    assert [g["rewards"][0] for g in grouped["groups"]] == pytest.approx(offline[:16], abs=1e-5)
 
 
 def test_api_key_is_sent(serve, tiny_rm, conversations):

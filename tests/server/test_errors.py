@@ -155,6 +155,7 @@ ROUTES = [
     ("GET", "/openapi.json", None),
     ("POST", "/v1/rewards", {"conversations": [[U, A]]}),
     ("POST", "/v1/rewards/compare", {"context": [U], "responses": ["4"]}),
+    ("POST", "/v1/rewards/groups", {"groups": [{"context": [U], "responses": ["4"]}]}),
     ("POST", "/get_reward", {"query": [RENDERED]}),
     ("POST", "/classify", {"input": "text"}),
     ("POST", "/pooling", {"input": "text"}),

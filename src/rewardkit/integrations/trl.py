@@ -13,10 +13,10 @@ completions come in one of two formats (read from TRL 1.x ``GRPOTrainer._calcula
   ``completions[i]`` is ``[{"role": "assistant", "content": ...}]``.
 
 `RewardFunction` groups the completions of each distinct prompt and scores every group as one
-shared-prompt group (the prompt's tokens computed once), in one engine call for a local model, or
-in concurrent ``/v1/rewards/compare`` requests (one per prompt, merged by the server's batcher)
-for a server. A standard-format prompt is the user turn and the completion the assistant turn,
-the reward model card's contract; the model's own chat template renders them.
+shared-prompt group (the prompt's tokens computed once): all of a call's groups in one engine call
+for a local model, or in one ``POST /v1/rewards/groups`` request for a server. A standard-format
+prompt is the user turn and the completion the assistant turn, the reward model card's contract;
+the model's own chat template renders them.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rewardkit.data.conversation import ResponseGroup
+from rewardkit.data.conversation import Message, ResponseGroup
 from rewardkit.data.formats import parse_group
-from rewardkit.errors import ConfigError, InputError
+from rewardkit.errors import InputError
 
 if TYPE_CHECKING:
     from rewardkit.api import RewardModel
@@ -67,31 +66,38 @@ class LocalScorer:
 
 
 class ServerScorer:
-    """Scores groups through ``rewardkit serve``: one ``/v1/rewards/compare`` request per group,
-    sent concurrently so that the server's batcher scores them together.
+    """Scores groups through ``rewardkit serve``: one ``/v1/rewards/groups`` request per call,
+    each group scored with its prompt computed once.
+
+    The route takes each response as one assistant turn after the group's context. A response of
+    several messages (``[assistant, user, assistant]``) is sent as its last turn after the
+    context and its earlier turns: the same conversation, so the same reward; it shares its
+    context with the responses that have the same earlier turns.
 
     Args:
-        client: a `rewardkit.client.RewardClient` (its retries and timeout apply per request).
-        max_concurrency: requests in flight at once.
+        client: a `rewardkit.client.RewardClient` (its retries and timeout apply to the request).
     """
 
-    def __init__(self, client: RewardClient, *, max_concurrency: int = 64) -> None:
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    def __init__(self, client: RewardClient) -> None:
         self.client = client
-        self.max_concurrency = max_concurrency
-
-    def _one(self, group: ResponseGroup) -> list[float | InputError]:
-        if all(len(r) == 1 for r in group.responses):  # one assistant turn each: the compare route
-            context = [m.to_dict() for m in group.context]
-            return self.client.compare(context, [r[0].content for r in group.responses])["rewards"]
-        return self.client.rewards(group.conversations())  # same rewards, prompt not shared
 
     def __call__(self, groups: Sequence[ResponseGroup]) -> list[list[float | InputError]]:
-        if len(groups) == 1:
-            return [self._one(groups[0])]
-        with ThreadPoolExecutor(max_workers=min(len(groups), self.max_concurrency)) as pool:
-            return list(pool.map(self._one, groups))
+        # 1. Each response as (its context, its last turn); equal contexts make one group.
+        index: dict[tuple[Message, ...], int] = {}
+        sent: list[tuple[list[dict[str, str]], list[str]]] = []
+        places: list[list[tuple[int, int]]] = []  # per group and response: (sent group, position)
+        for group in groups:
+            places.append([])
+            for response in group.responses:
+                context = group.context + response[:-1]
+                g = index.setdefault(context, len(sent))
+                if g == len(sent):
+                    sent.append(([m.to_dict() for m in context], []))
+                places[-1].append((g, len(sent[g][1])))
+                sent[g][1].append(response[-1].content)
+        # 2. One request; the rewards back in the groups' order.
+        answer = self.client.groups(sent)["groups"] if sent else []
+        return [[answer[g]["rewards"][i] for g, i in at] for at in places]
 
 
 def _prompt_key(prompt: Any) -> str:
@@ -121,6 +127,9 @@ class RewardFunction:
         InputError: a prompt or completion is malformed, or a conversation is too long for the
             model's length policy (load the model with ``truncation="left"`` to drop the oldest
             context instead); the field names TRL's index (``completions[12]``).
+        RewardServerError: (a server) the server refused the request or could not be reached
+            after the client's retries; a conversation too long for the served model's length
+            policy is a 422 naming it in the request (``["body", "groups", g, "responses", i]``).
     """
 
     def __init__(self, scorer: GroupScorer, *, name: str = "rewardkit", empty_reward: float | None = None):
@@ -151,17 +160,15 @@ class RewardFunction:
         *,
         api_key: str | None = None,
         timeout: float = 120.0,
-        max_concurrency: int = 64,
         name: str = "rewardkit",
         empty_reward: float | None = None,
     ) -> RewardFunction:
-        """Backed by ``rewardkit serve`` at ``base_url`` (``Authorization: Bearer api_key``)."""
+        """Backed by ``rewardkit serve`` at ``base_url`` (``Authorization: Bearer api_key``):
+        one ``POST /v1/rewards/groups`` per call."""
         from rewardkit.client import RewardClient
 
         client = RewardClient(base_url, api_key=api_key, timeout=timeout)
-        return cls(
-            ServerScorer(client, max_concurrency=max_concurrency), name=name, empty_reward=empty_reward
-        )
+        return cls(ServerScorer(client), name=name, empty_reward=empty_reward)
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any

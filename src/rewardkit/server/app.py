@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from rewardkit import __version__
 from rewardkit.api import RewardModel, Scored, sigmoid
+from rewardkit.nested import flatten
 from rewardkit.server.batcher import BatchFailed, Overloaded, ShuttingDown
 from rewardkit.server.compat import add_compat_routes
 from rewardkit.server.gate import Gate, InFlight
@@ -26,6 +27,9 @@ from rewardkit.server.schemas import (
     CompareRequest,
     CompareResponse,
     GetRewardRequest,
+    GroupRewards,
+    GroupsRequest,
+    GroupsResponse,
     ModelCard,
     ModelList,
     RewardsRequest,
@@ -33,7 +37,14 @@ from rewardkit.server.schemas import (
     Usage,
     VllmRequest,
 )
-from rewardkit.server.service import RewardService, ServerConfig, item_at, items_at, json_body
+from rewardkit.server.service import (
+    RewardService,
+    ServerConfig,
+    group_item_at,
+    item_at,
+    items_at,
+    json_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +120,18 @@ def _columns(scored: Sequence[Scored]) -> dict[str, Any]:
         "rewards": [x.reward for x in scored],
         "truncated": [x.truncated_tokens > 0 for x in scored],
         "num_tokens": [x.num_tokens for x in scored],
-        "usage": Usage(tokens=sum(x.num_tokens for x in scored)),
     }
+
+
+def _usage(scored: Sequence[Scored]) -> Usage:
+    return Usage(tokens=sum(x.num_tokens for x in scored))
+
+
+def _group_columns(scored: Sequence[Scored]) -> dict[str, Any]:
+    """One prompt's responses: `_columns`, and the rewards centred within the prompt."""
+    r = [x.reward for x in scored]
+    mean = sum(r) / len(r)
+    return {**_columns(scored), "centered_rewards": [x - mean for x in r]}
 
 
 def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
@@ -171,7 +192,9 @@ def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
         req = await service.parse(request, RewardsRequest)
         service.check_model(req.model)
         scored = await service.score_conversations(req.conversations, items_at("conversations"))
-        return RewardsResponse(**_columns(scored), model=service.model_name, spec=service.spec)
+        return RewardsResponse(
+            **_columns(scored), usage=_usage(scored), model=service.model_name, spec=service.spec
+        )
 
     @app.post("/v1/rewards/compare", openapi_extra=json_body(CompareRequest))
     async def compare(request: Request) -> CompareResponse:
@@ -181,17 +204,32 @@ def create_app(rm: RewardModel, config: ServerConfig | None = None) -> FastAPI:
         # One group: the context runs once.
         scored = await service.score_conversations(req.conversations, item_at("responses"), group=True)
         r = [x.reward for x in scored]
-        mean = sum(r) / len(r)
         return CompareResponse(
-            **_columns(scored),
-            centered_rewards=[x - mean for x in r],
+            **_group_columns(scored),
             win_prob=[[sigmoid(ri - rj) for rj in r] for ri in r],
+            usage=_usage(scored),
+            model=service.model_name,
+            spec=service.spec,
+        )
+
+    @app.post("/v1/rewards/groups", openapi_extra=json_body(GroupsRequest))
+    async def groups(request: Request) -> GroupsResponse:
+        """Several groups of responses to their context in one request: each group scored as
+        ``/v1/rewards/compare`` scores one (its context computed once), all in the same batches."""
+        req = await service.parse(request, GroupsRequest)
+        service.check_model(req.model)
+        convs = [g.conversations for g in req.groups]
+        locate = group_item_at([len(c) for c in convs], "groups", "responses")
+        scored = await service.score_groups(convs, locate)
+        return GroupsResponse(
+            groups=[GroupRewards(**_group_columns(s)) for s in scored],
+            usage=_usage(flatten(scored)[0]),
             model=service.model_name,
             spec=service.spec,
         )
 
     add_compat_routes(app, service)
-    _document_bodies(app, [RewardsRequest, CompareRequest, GetRewardRequest, VllmRequest])
+    _document_bodies(app, [RewardsRequest, CompareRequest, GroupsRequest, GetRewardRequest, VllmRequest])
     routes = frozenset(getattr(route, "path", "") for route in app.routes)
     app.add_middleware(Gate, service=service, routes=routes, in_flight=app.state.in_flight)
     return app

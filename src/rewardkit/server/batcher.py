@@ -183,7 +183,8 @@ class DynamicBatcher:
     async def submit(self, encoded: Sequence[Encoded], *, group: bool = False) -> list[Scored]:
         """Scores one request's conversations in shared batches; results in input order.
 
-        ``group``: the conversations share a prompt (``/v1/rewards/compare``); it is computed once.
+        ``group``: the conversations share a prompt (``/v1/rewards/compare``, or one group of
+        ``/v1/rewards/groups``); it is computed once.
         Cancelling the caller (its client went away) drops what is not yet in a running batch.
 
         Raises:

@@ -80,6 +80,29 @@ def within_limits(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def within_group(limits: Limits, where: str, context: Any, responses: Any) -> None:
+    """K responses to one context: its largest conversation is the context with the longest response."""
+    longest = 0
+    if isinstance(responses, list):
+        longest = max((len(r) for r in responses if isinstance(r, str)), default=0)
+    if isinstance(context, list):
+        limits.check_conversation(where, len(context) + 1, message_chars(context) + longest)
+
+
+def groups_within_limits(value: Any, info: ValidationInfo) -> Any:
+    """Before validation of a list of ``{"context", "responses"}`` groups: the groups and the
+    responses of the whole request, and each group's largest conversation."""
+    limits = limits_of(info)
+    if limits is None or not isinstance(value, list):
+        return value
+    groups = [g if isinstance(g, dict) else {} for g in value]
+    limits.check_items(len(groups), "groups")
+    limits.check_items(sum(len(r) for g in groups if isinstance(r := g.get("responses"), list)), "responses")
+    for i, g in enumerate(groups):
+        within_group(limits, f"group {i} (context + response)", g.get("context"), g.get("responses"))
+    return value
+
+
 def within_one_conversation(value: Any, info: ValidationInfo) -> Any:
     limits = limits_of(info)
     if limits is not None and isinstance(value, list):

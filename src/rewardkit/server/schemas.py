@@ -9,9 +9,9 @@ is validated once, and its errors keep their place in the body
 Per-request limits (`rewardkit.server.limits`) are checked on the raw JSON before anything is
 built from it.
 
-The native routes (``/v1/rewards``, ``/v1/rewards/compare``) reject unknown fields so that a typo
-fails loudly; the compatibility routes (OpenRLHF ``/get_reward``, vLLM ``/classify`` and
-``/pooling``) accept and ignore the extra fields those clients send.
+The native routes (``/v1/rewards``, ``/v1/rewards/compare``, ``/v1/rewards/groups``) reject
+unknown fields so that a typo fails loudly; the compatibility routes (OpenRLHF ``/get_reward``,
+vLLM ``/classify`` and ``/pooling``) accept and ignore the extra fields those clients send.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
@@ -37,9 +37,10 @@ from pydantic_core import PydanticCustomError, ValidationError, core_schema
 from rewardkit.data.conversation import Conversation, Role
 from rewardkit.errors import InputError
 from rewardkit.server.limits import (
+    groups_within_limits,
     limits_of,
-    message_chars,
     texts_within_limits,
+    within_group,
     within_limits,
     within_one_conversation,
 )
@@ -173,36 +174,16 @@ class RewardsResponse(BaseModel):
     spec: dict[str, Any]
 
 
-class CompareRequest(_Strict):
-    """``POST /v1/rewards/compare``: K responses to one context.
+class _Responses(_Strict):
+    """K responses to one context: ``context + [assistant: response_i]`` for each, validated by
+    the same rules as ``/v1/rewards`` (an error is located in ``context`` or ``responses``)."""
 
-    `conversations` gives ``context + [assistant: response_i]`` for each response, validated by
-    the same rules as ``/v1/rewards`` (an error is located in ``context`` or ``responses``).
-    """
-
-    model: str | None = None
     context: MessagesIn
     responses: Annotated[list[NonEmptyStr], Field(min_length=1)]
     _conversations: list[Conversation] = PrivateAttr(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _check_limits(cls, data: Any, info: ValidationInfo) -> Any:
-        limits = limits_of(info)
-        if limits is None or not isinstance(data, dict):
-            return data
-        context, responses = data.get("context"), data.get("responses")
-        longest = 0
-        if isinstance(responses, list):
-            limits.check_items(len(responses), "responses")
-            longest = max((len(r) for r in responses if isinstance(r, str)), default=0)
-        if isinstance(context, list):
-            chars = message_chars(context) + longest
-            limits.check_conversation("context + response", len(context) + 1, chars)
-        return data
-
     @model_validator(mode="after")
-    def _build(self) -> CompareRequest:
+    def _build(self) -> Self:
         if not self.context:
             raise invalid_at(("context",), "List should have at least 1 item after validation, not 0")
         n = len(self.context)
@@ -222,13 +203,55 @@ class CompareRequest(_Strict):
         return self._conversations
 
 
-class CompareResponse(BaseModel):
+class CompareRequest(_Responses):
+    """``POST /v1/rewards/compare``: K responses to one context, scored as one group."""
+
+    model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_limits(cls, data: Any, info: ValidationInfo) -> Any:
+        limits = limits_of(info)
+        if limits is None or not isinstance(data, dict):
+            return data
+        if isinstance(responses := data.get("responses"), list):
+            limits.check_items(len(responses), "responses")
+        within_group(limits, "context + response", data.get("context"), responses)
+        return data
+
+
+class GroupRewards(BaseModel):
+    """The rewards of one group's responses, in order."""
+
     rewards: list[float]
     centered_rewards: list[float] = Field(description="rewards minus their mean (within this prompt)")
-    win_prob: list[list[float]] = Field(description="win_prob[i][j] = P(response i beats j) = σ(r_i − r_j)")
     truncated: list[bool]
     num_tokens: list[int]
+
+
+class CompareResponse(GroupRewards):
+    win_prob: list[list[float]] = Field(description="win_prob[i][j] = P(response i beats j) = σ(r_i − r_j)")
     usage: Usage
+    model: str
+    spec: dict[str, Any]
+
+
+class ResponseGroupIn(_Responses):
+    """One group of ``POST /v1/rewards/groups``: K responses to one context."""
+
+
+class GroupsRequest(_Strict):
+    """``POST /v1/rewards/groups``: several groups of responses to their context, each scored as
+    ``/v1/rewards/compare`` scores one (errors are located in ``groups[g]``). The request's limits
+    (``--max-conversations`` counts responses) apply to all of its groups together."""
+
+    model: str | None = None
+    groups: Annotated[list[ResponseGroupIn], BeforeValidator(groups_within_limits), Field(min_length=1)]
+
+
+class GroupsResponse(BaseModel):
+    groups: list[GroupRewards]
+    usage: Usage = Field(description="tokens of all groups")
     model: str
     spec: dict[str, Any]
 

@@ -35,6 +35,7 @@ from rewardkit.api import RewardModel, Scored
 from rewardkit.data.conversation import Conversation
 from rewardkit.errors import ConfigError, InputError
 from rewardkit.models.templating import Encoded
+from rewardkit.nested import flatten, split
 from rewardkit.server.batcher import DynamicBatcher, ShuttingDown
 from rewardkit.server.limits import LIMITS, Limits, RequestTooLarge
 from rewardkit.server.metrics import ServerMetrics
@@ -138,9 +139,14 @@ def served_names(config: ServerConfig, model: str) -> tuple[str, ...]:
     return (Path(model).name or model,) if Path(model).exists() else (model,)
 
 
+def _value_error(loc: Loc, message: str) -> dict[str, Any]:
+    """One error of a 422 in FastAPI's own shape, naming the body location."""
+    return {"type": "value_error", "loc": loc, "msg": message}
+
+
 def invalid(loc: Loc, message: str) -> RequestValidationError:
     """A 422 in FastAPI's own error shape, naming the body location."""
-    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message}])
+    return RequestValidationError([_value_error(loc, message)])
 
 
 def items_at(*prefix: str) -> Locator:
@@ -151,6 +157,13 @@ def items_at(*prefix: str) -> Locator:
 def item_at(*prefix: str, indexed: bool = True) -> Locator:
     """Locations of texts (or responses) at ``prefix``: the item, not a field within it."""
     return lambda i, _: ("body", *prefix, i) if indexed else ("body", *prefix)
+
+
+def group_item_at(sizes: Sequence[int], groups: str, items: str) -> Locator:
+    """Locations of the items of groups of ``sizes`` (``body.groups[g].responses[i]``), by their
+    index among all the groups' items in order."""
+    owner = [(g, i) for g, n in enumerate(sizes) for i in range(n)]
+    return lambda k, _: ("body", groups, owner[k][0], items, owner[k][1])
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -269,9 +282,23 @@ class RewardService:
         self, conversations: Sequence[Conversation], locate: Locator, *, group: bool = False
     ) -> list[Scored]:
         """``group``: the conversations share a prompt, computed once (same rewards)."""
+        return await self._conversations(conversations, locate, [len(conversations)] if group else None)
+
+    async def score_groups(
+        self, groups: Sequence[Sequence[Conversation]], locate: Locator
+    ) -> list[list[Scored]]:
+        """Each group's conversations share a prompt, computed once; all groups are checked,
+        tokenized and bounded together as one request, then scored in the same batches.
+        ``locate`` takes an index among all the groups' conversations in order."""
+        flat, sizes = flatten(groups)
+        return split(await self._conversations(flat, locate, sizes), sizes)
+
+    async def _conversations(
+        self, conversations: Sequence[Conversation], locate: Locator, groups: Sequence[int] | None
+    ) -> list[Scored]:
         sizes = [sum(len(m.content) for m in c.messages) for c in conversations]
         longest = max(len(c.messages) for c in conversations)
-        return await self._score(conversations, sizes, longest, RewardModel.encode, locate, group)
+        return await self._score(conversations, sizes, longest, RewardModel.encode, locate, groups)
 
     async def score_texts(self, texts: Sequence[str], locate: Locator) -> list[Scored]:
         """Already-templated texts, tokenized as they are (no special tokens added)."""
@@ -291,9 +318,15 @@ class RewardService:
         messages: int,
         encode: Callable[[RewardModel, Sequence[Item]], Sequence[Encoded | InputError]],
         locate: Locator,
-        group: bool = False,
+        groups: Sequence[int] | None = None,
     ) -> list[Scored]:
-        """Tokenizes ``items`` (of ``sizes`` characters) with ``encode(rm, items)`` and scores them."""
+        """Tokenizes ``items`` (of ``sizes`` characters) with ``encode(rm, items)`` and scores them,
+        each alone or, given ``groups`` (sizes of consecutive runs), as shared-prompt groups.
+
+        Raises:
+            RequestValidationError: every item that cannot be tokenized, located by ``locate``
+                (nothing is scored).
+        """
         cfg = self.config
         if sum(sizes) > cfg.max_request_chars:
             raise RequestTooLarge(
@@ -312,9 +345,13 @@ class RewardService:
 
         with self.batcher.admit(len(items)):
             encoded = await lane.run(tokenize)
-            for i, e in enumerate(encoded):
-                if isinstance(e, InputError):
-                    raise invalid(locate(i, e.field), e.message)
+            errors = [
+                _value_error(locate(i, e.field), e.message)
+                for i, e in enumerate(encoded)
+                if isinstance(e, InputError)
+            ]
+            if errors:
+                raise RequestValidationError(errors)
             ok: list[Encoded] = encoded  # type: ignore[assignment]
             tokens = sum(len(e.ids) for e in ok)
             if tokens > cfg.max_request_tokens:
@@ -322,9 +359,20 @@ class RewardService:
                     f"request has {tokens} tokens, over the limit of {cfg.max_request_tokens} "
                     "(server option --max-request-tokens); split it"
                 )
-            scored = await self.batcher.submit(ok, group=group)
+            scored = await (self.batcher.submit(ok) if groups is None else self._submit_groups(ok, groups))
         self.metrics.observe_results([s.reward for s in scored], sum(s.truncated_tokens > 0 for s in scored))
         return scored
+
+    async def _submit_groups(self, encoded: Sequence[Encoded], sizes: Sequence[int]) -> list[Scored]:
+        """Each group a job of the batcher, all queued at once (so they share batches, and a
+        group that fits the budget is never split); when one fails, or the request is cancelled
+        (its client went away), the others leave the queue."""
+        jobs = [asyncio.ensure_future(self.batcher.submit(g, group=True)) for g in split(encoded, sizes)]
+        try:
+            return flatten(await asyncio.gather(*jobs))[0]
+        finally:
+            for job in jobs:
+                job.cancel()
 
 
 def pieces(sizes: Sequence[int], most: int) -> Iterator[slice]:
