@@ -74,7 +74,7 @@ def save_checkpoint(size: str, tokenizer: Path, out: Path, device: str) -> None:
     torch.cuda.empty_cache()
 
 
-_TIME = re.compile(r"(load|scan|compile|score|first row|total) ([\d.]+) s")
+_TIME = re.compile(r"(start up|load|scan|compile|score|first row|total) ([\d.]+) s")
 
 
 def run_cli(args: list[str], *, env: dict[str, str], label: str) -> dict:
@@ -93,6 +93,8 @@ def run_cli(args: list[str], *, env: dict[str, str], label: str) -> dict:
     for line in proc.stderr.splitlines():
         if line.startswith("time:"):
             out.update({k.replace(" ", "_") + "_s": float(v) for k, v in _TIME.findall(line)})
+            # What the program's own times leave out: the interpreter's start and the exit.
+            out["outside_s"] = wall - out.get("start_up_s", 0.0) - out.get("total_s", 0.0)
         if line.startswith("tokens per rank:"):
             out["rank_tokens"] = [int(x.replace(",", "")) for x in re.findall(r": ([\d,]+) \(", line)]
         m = re.match(r"scored (\d+) rows \(([\d,]+) tokens\)", line)
@@ -131,7 +133,13 @@ def main() -> None:
     ap.add_argument("--card-n", type=int, default=256, help="conversations in the card loop's sample")
     ap.add_argument("--limit", type=int, default=None, help="prompts per RM-Bench file (smoke runs)")
     ap.add_argument("--work", default="/tmp/score-bench")
-    ap.add_argument("--skip", nargs="*", default=[], help="runs to leave out: cold warm eager devices")
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["cold", "warm", "eager", "devices", "engine-eager"],
+        help="runs to leave out (without cold, a short run fills the compile cache for warm)",
+    )
     ap.add_argument("--cli-only", action="store_true", help="no engine-alone and card-loop runs")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args()
@@ -151,36 +159,31 @@ def main() -> None:
 
     cache = {"TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
     base = [str(work / "data.jsonl"), "-m", str(ckpt)]
-    runs = []
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: list[dict] = []
+
+    def cli(name: str, *extra: str, label: str) -> None:
+        runs.append(run_cli([*base, "-o", str(work / f"{name}.jsonl"), *extra], env=cache, label=label))
+        (out_dir / "score_bench_cli.json").write_text(json.dumps(runs, indent=1))  # kept if cut short
+
     if "cold" not in a.skip:
-        runs.append(
-            run_cli([*base, "-o", str(work / "cold.jsonl")], env=cache, label="rewardkit score (cold cache)")
+        cli("cold", label="rewardkit score (cold cache)")
+    elif "warm" not in a.skip:  # fill the compile cache as an earlier run would have
+        head = work / "head.jsonl"
+        head.write_text("".join((work / "data.jsonl").read_text().splitlines(keepends=True)[:32]))
+        run_cli(
+            [str(head), "-m", str(ckpt), "-o", str(work / "head.out.jsonl")], env=cache, label="fill cache"
         )
     if "warm" not in a.skip:
-        runs.append(
-            run_cli([*base, "-o", str(work / "warm.jsonl")], env=cache, label="rewardkit score (warm cache)")
-        )
+        cli("warm", label="rewardkit score (warm cache)")
     if "eager" not in a.skip:
-        runs.append(
-            run_cli(
-                [*base, "-o", str(work / "eager.jsonl"), "--no-compile"],
-                env=cache,
-                label="rewardkit score --no-compile",
-            )
-        )
+        cli("eager", "--no-compile", label="rewardkit score --no-compile")
     if a.devices and "devices" not in a.skip:
-        runs.append(
-            run_cli(
-                [*base, "-o", str(work / "devices.jsonl"), "--devices", a.devices],
-                env=cache,
-                label=f"rewardkit score --devices {a.devices}",
-            )
-        )
+        cli("devices", "--devices", a.devices, label=f"rewardkit score --devices {a.devices}")
 
     if a.cli_only:
         print(json.dumps(runs, indent=1))
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        (Path(a.out) / "score_bench_cli.json").write_text(json.dumps(runs, indent=1))
         return
     # The engine alone and the card loop, on the same checkpoint and conversations.
     rm = RewardModel.load(ckpt, compile=False)
@@ -192,10 +195,14 @@ def main() -> None:
     step = max(1, len(seqs) // a.card_n)
     sample = list(range(0, len(seqs), step))[: a.card_n]
     run_seed = anchor_hf.run_seed if device == "cuda" else cpu_card_loop
+    # Timed on a second pass: the first over a sample of varied lengths loads kernels for each
+    # new shape and runs ~2.4x slower (7B, H200).
+    run_seed(rm.model, [seqs[i] for i in sample])
     card, card_s = timed(lambda: run_seed(rm.model, [seqs[i] for i in sample]))
     card_tokens = sum(len(seqs[i]) for i in sample)
     engines = {}
-    for name, compiled in (("eager", False), ("compiled", True)):
+    for name in ("compiled",) if "engine-eager" in a.skip else ("eager", "compiled"):
+        compiled = name == "compiled"
         eng = ScoringEngine(rm.model, compile=compiled)
         eng.score_ids(ids[:64])  # warm-up (and compilation)
         got, secs = timed(lambda eng=eng: eng.score_ids(ids))
@@ -237,13 +244,27 @@ def main() -> None:
         "| way | tok/s | % of floor | seconds | × engine-alone time |",
         "|---|---:|---:|---:|---:|",
         row("card loop (HF, one conversation per forward; even sample)", res["card_loop"]["tokens_per_s"]),
-        row("engine alone, eager", engines["eager"]["tokens_per_s"], engines["eager"]["seconds"]),
+        *(
+            [row("engine alone, eager", engines["eager"]["tokens_per_s"], engines["eager"]["seconds"])]
+            if "eager" in engines
+            else []
+        ),
         row("engine alone, compiled (warm)", best["tokens_per_s"], engine_s),
     ]
     for r in runs:
         if "score_s" in r:
             lines.append(row(f"{r['label']}: scoring phase", r["tokens"] / r["score_s"], r["score_s"]))
         lines.append(row(f"{r['label']}: wall clock", tokens / r["wall_s"], r["wall_s"]))
+    phases = ("start_up", "load", "scan", "compile", "score", "total", "outside", "wall")
+    lines += [
+        "",
+        "where each run's wall clock goes (s; scan runs beside load; outside = interpreter start and exit)",
+        "| run | " + " | ".join(p.replace("_", " ") for p in phases) + " |",
+        "|---|" + "---:|" * len(phases),
+    ]
+    lines += [
+        f"| {r['label']} | " + " | ".join(f"{r.get(p + '_s', 0):.1f}" for p in phases) + " |" for r in runs
+    ]
     print("\n".join(lines))
     print(json.dumps({k: v for k, v in res.items() if k != "cli"}, indent=1))
     Path(a.out).mkdir(parents=True, exist_ok=True)

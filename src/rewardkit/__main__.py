@@ -1,5 +1,3 @@
-import sys
+from rewardkit.cli import entry
 
-from rewardkit.cli import main
-
-sys.exit(main())
+entry()

@@ -4,6 +4,7 @@ and each subcommand is a thin layer over a library function (see docs/design.md)
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -76,5 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``rewardkit`` program: `main`, then a quick exit.
+
+    Every output is closed when `main` returns, so the exit handlers run (logging, torch's and
+    the compile workers') and the process ends without the interpreter tearing down its modules
+    one by one, which takes seconds once torch and transformers are loaded.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -267,6 +268,25 @@ def test_stdin_to_stdout_subprocess(
     want = [r for (r,) in _reference(tiny_rm, src)]
     assert [r["reward"] for r in rows] == pytest.approx(want, abs=ATOL)
     assert "rewardkit score: model=" in proc.stderr  # the header goes to stderr, not into the rows
+
+
+def test_program_exit_codes_and_timings(tmp_path: Path, tiny_model_dir: Path, run_command) -> None:
+    """The ``rewardkit`` program (which ends with a quick exit): every row is on disk, the summary
+    starts with the start-up time, and an invalid input exits 2 with nothing written."""
+    src = _write_jsonl(tmp_path / "in.jsonl", RAGGED[:3])
+    out = tmp_path / "out.jsonl"
+    base = [sys.executable, "-m", "rewardkit", "score", "--model", str(tiny_model_dir), "--no-progress"]
+    proc = run_command([*base, str(src), "-o", str(out)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["short", "sys", 3]
+    assert re.search(r"^time: start up [\d.]+ s, load [\d.]+ s, .*total [\d.]+ s", proc.stderr, re.M)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "messages": 3}\n', encoding="utf-8")
+    proc = run_command([*base, str(bad), "-o", str(tmp_path / "bad.out.jsonl")], timeout=120)
+    assert proc.returncode == 2
+    assert "bad.jsonl:1" in proc.stderr
+    assert not (tmp_path / "bad.out.jsonl").exists()
 
 
 def test_init_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

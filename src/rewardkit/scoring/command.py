@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HELP = "score conversations or preference pairs (JSONL/Parquet in, JSONL out)"
+# The program's start, near enough: `rewardkit.cli` imports every command module first thing.
+_STARTED = time.perf_counter()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -250,9 +252,11 @@ class _Report:
             total = sum(s.rank_tokens) or 1
             shares = ", ".join(f"rank {r}: {t:,} ({t / total:.0%})" for r, t in enumerate(s.rank_tokens))
             print(f"tokens per rank: {shares}", file=sys.stderr)
-        t = s.seconds
+        t = dict(s.seconds)
         if "total" in t:
-            names = ("load", "scan", "compile", "score", "first_row", "total")
+            # Imports (torch, transformers) and checks, from the program's start to the scoring call.
+            t["start_up"] = time.perf_counter() - _STARTED - t["total"]
+            names = ("start_up", "load", "scan", "compile", "score", "first_row", "total")
             times = ", ".join(f"{k.replace('_', ' ')} {t[k]:.1f} s" for k in names if k in t)
             rate = f"; {s.tokens / t['score']:,.0f} tok/s scoring" if t.get("score") and s.tokens else ""
             print(f"time: {times}{rate}", file=sys.stderr)
