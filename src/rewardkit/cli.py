@@ -8,6 +8,7 @@ import atexit
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from rewardkit import __version__
@@ -61,10 +62,12 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # The command line itself, for a command that starts itself once per GPU (score --devices).
-    parser.set_defaults(argv=argv)
+    # The command line itself, for a command that starts itself once per GPU (score --devices),
+    # and when it started, for a command that reports its start-up time (score).
+    parser.set_defaults(argv=argv, started=started)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:

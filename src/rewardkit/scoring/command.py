@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HELP = "score conversations or preference pairs (JSONL/Parquet in, JSONL out)"
-# The program's start, near enough: `rewardkit.cli` imports every command module first thing.
-_STARTED = time.perf_counter()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -254,8 +252,8 @@ class _Report:
             print(f"tokens per rank: {shares}", file=sys.stderr)
         t = dict(s.seconds)
         if "total" in t:
-            # Imports (torch, transformers) and checks, from the program's start to the scoring call.
-            t["start_up"] = time.perf_counter() - _STARTED - t["total"]
+            # Imports (torch, transformers) and checks, from the command's start to the scoring call.
+            t["start_up"] = time.perf_counter() - self.args.started - t["total"]
             names = ("start_up", "load", "scan", "compile", "score", "first_row", "total")
             times = ", ".join(f"{k.replace('_', ' ')} {t[k]:.1f} s" for k in names if k in t)
             rate = f"; {s.tokens / t['score']:,.0f} tok/s scoring" if t.get("score") and s.tokens else ""
