@@ -8,6 +8,7 @@ import atexit
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -83,11 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The ``rewardkit`` program: `main`, then a quick exit.
 
-    Every output is closed when `main` returns, so the exit handlers run (logging, torch's and
-    the compile workers') and the process ends without the interpreter tearing down its modules
-    one by one, which takes seconds once torch and transformers are loaded.
+    Every output is closed when `main` returns. The exit does what the interpreter's does first
+    (joins the threads that are not daemons, runs the exit handlers: logging, torch's, the compile
+    workers'), then ends the process without tearing its modules down one by one, which takes
+    seconds once torch and transformers are loaded.
     """
     code = main()
+    threading._shutdown()
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
