@@ -33,6 +33,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tp_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 with 8 query and 4 key/value heads: 4 and 2 per rank of two (several of each,
+    so a buffer sized for the global head count cannot line up by broadcasting)."""
+    return save_tiny_reward_model(tmp_path_factory.mktemp("tiny-qwen2-tp"), seed=3, heads=8, kv_heads=4)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_reward_model(tmp_path_factory.mktemp("tiny-llama"), arch="llama", seed=1)
 

@@ -86,20 +86,6 @@ def _close(a: list[float], b: list[float]) -> None:
 
 
 @pytest.fixture(scope="module")
-def tp_model_dir(tmp_path_factory) -> Path:
-    """A tiny Qwen2 with 8 query and 4 key/value heads: 4 and 2 per rank (several of each, so a
-    buffer sized for the global head count cannot line up by broadcasting)."""
-    from rewardkit.models.tiny import byte_tokenizer, tiny_reward_model
-
-    out = tmp_path_factory.mktemp("tiny-qwen2-tp")
-    tok = byte_tokenizer()
-    model = tiny_reward_model(vocab_size=len(tok), pad_token_id=tok.pad_token_id, heads=8, kv_heads=4, seed=3)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def qwen2_run(tp_model_dir, tmp_path_factory, run_command, torchrun_cmd):
     """One 2-rank run: plain batches, shared-prefix groups and one chunked long sequence."""
 

@@ -35,19 +35,6 @@ def _script(model_dir: str, src: str, out: str) -> None:
         Path(f"{out}.result.json").write_text(json.dumps({"tp": rewards, "rank_tokens": summary.rank_tokens}))
 
 
-@pytest.fixture(scope="module")
-def tp_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Qwen2 whose heads split over 2 ranks."""
-    from rewardkit.models.tiny import byte_tokenizer, tiny_reward_model
-
-    out = tmp_path_factory.mktemp("tiny-qwen2-tp2")
-    tok = byte_tokenizer()
-    model = tiny_reward_model(vocab_size=len(tok), pad_token_id=tok.pad_token_id, heads=8, kv_heads=4, seed=4)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def test_ranked_scoring_and_tensor_parallel_from_python(
     tmp_path: Path, tp_model_dir: Path, run_command, torchrun_cmd
 ) -> None:

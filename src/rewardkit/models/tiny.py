@@ -103,11 +103,14 @@ def tiny_causal_lm(
     return (Qwen2ForCausalLM if arch == "qwen2" else LlamaForCausalLM)(cfg)
 
 
-def save_tiny_reward_model(path: str | Path, *, arch: Arch = "qwen2", seed: int = 0) -> Path:
-    """Writes a tiny model + tokenizer directory loadable by ``RewardModel.load(path)``."""
+def save_tiny_reward_model(
+    path: str | Path, *, arch: Arch = "qwen2", seed: int = 0, **config: object
+) -> Path:
+    """Writes a tiny model + tokenizer directory loadable by ``RewardModel.load(path)``;
+    ``config`` overrides `tiny_config`'s shape (e.g. ``heads``, ``kv_heads``)."""
     out = Path(path)
     tok = byte_tokenizer()
-    model = tiny_reward_model(arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id, seed=seed)
+    model = tiny_reward_model(arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id, seed=seed, **config)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
