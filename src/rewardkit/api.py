@@ -81,10 +81,11 @@ class ModelOptions:
     tensor_parallel: bool = False
     compile: bool | None = None
 
-    def load(self) -> RewardModel:
-        """`RewardModel.load` with these options."""
+    def load(self, *, chat: ChatTokenizer | None = None) -> RewardModel:
+        """`RewardModel.load` with these options (``chat``: this model's `load_chat_tokenizer`,
+        already loaded)."""
         kwargs = asdict(self)
-        return RewardModel.load(kwargs.pop("model"), **kwargs)
+        return RewardModel.load(kwargs.pop("model"), chat=chat, **kwargs)
 
     def load_chat_tokenizer(self) -> ChatTokenizer:
         """`load_chat_tokenizer` with these options: what `RewardModel.load` tokenizes with,
@@ -174,25 +175,31 @@ class RewardModel:
         fp8: bool = False,
         tensor_parallel: bool = False,
         compile: bool | None = None,
+        chat: ChatTokenizer | None = None,
     ) -> RewardModel:
         """Loads weights (safetensors), tokenizer and chat template; see `ScoringSpec`.
 
         ``reward_head`` (``sequence-classification`` or ``lm-logit:TOKEN_ID``) defaults to the one
         the checkpoint implies; see `rewardkit.models.loading.resolve_reward_head`. ``fp8`` runs
         the decoder's linear layers as FP8 GEMMs (Hopper GPUs; off by default). ``compile``:
-        see `ScoringEngine` (``None``: on CUDA only).
+        see `ScoringEngine` (``None``: on CUDA only). ``chat``: the tokenizer these arguments give
+        (`load_chat_tokenizer`), when it is already loaded.
         """
         name = str(model)
         dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
         hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev, option="--head-dtype")
-        chat = load_chat_tokenizer(
-            name,
-            revision=revision,
-            max_length=max_length,
-            truncation=truncation,
-            chat_template=chat_template,
-            trust_remote_code=trust_remote_code,
+        chat = (
+            chat
+            if chat is not None
+            else load_chat_tokenizer(
+                name,
+                revision=revision,
+                max_length=max_length,
+                truncation=truncation,
+                chat_template=chat_template,
+                trust_remote_code=trust_remote_code,
+            )
         )
         net, out_idx, head = load_model(
             name,

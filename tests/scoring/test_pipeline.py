@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardkit.api import RewardModel
+from rewardkit import api
+from rewardkit.api import ModelOptions, RewardModel
 from rewardkit.data.conversation import Conversation
 from rewardkit.engine.batching import PackedBatch
 from rewardkit.engine.engine import Forward, ScoringEngine
@@ -138,3 +139,24 @@ def test_memory_does_not_grow_with_the_input(tmp_path: Path, tiny_rm: RewardMode
     peak_large = _peak_bytes(rm, large, tmp_path / "large-out.jsonl")
     assert len(_rows(tmp_path / "large-out.jsonl")) == 5_000
     assert peak_large < 1.5 * peak_small, (peak_small, peak_large)
+
+
+def test_options_load_the_tokenizer_once(
+    tmp_path: Path, tiny_model_dir: Path, tiny_rm: RewardModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring from `ModelOptions` reads the tokenizer and template once (the scan's copy is the
+    model's), and writes what a loaded model writes."""
+    rng = random.Random(5)
+    src = _write(tmp_path / "in.jsonl", [_conv(i, rng) for i in range(20)])
+    score_file(tiny_rm, src, tmp_path / "loaded.jsonl")
+    calls: list[str] = []
+    real = api.load_tokenizer
+
+    def counted(name: str, **kwargs):
+        calls.append(name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(api, "load_tokenizer", counted)
+    score_file(ModelOptions(model=str(tiny_model_dir), device="cpu"), src, tmp_path / "options.jsonl")
+    assert calls == [str(tiny_model_dir)]
+    assert _rows(tmp_path / "options.jsonl") == _rows(tmp_path / "loaded.jsonl")

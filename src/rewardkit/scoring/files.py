@@ -213,7 +213,7 @@ def scan_while_loading(
     thread.start()
     t0 = time.perf_counter()
     try:
-        rm = model.load()
+        rm = model.load(chat=chat)
     finally:
         thread.join()
     if "error" in box:
