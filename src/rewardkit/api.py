@@ -189,10 +189,8 @@ class RewardModel:
         dev = resolve_device(device)  # under tensor parallel: this rank's device
         dt = resolve_dtype(dtype, dev)
         hdt = None if head_dtype in (None, "auto") else resolve_dtype(head_dtype, dev, option="--head-dtype")
-        chat = (
-            chat
-            if chat is not None
-            else load_chat_tokenizer(
+        if chat is None:
+            chat = load_chat_tokenizer(
                 name,
                 revision=revision,
                 max_length=max_length,
@@ -200,7 +198,6 @@ class RewardModel:
                 chat_template=chat_template,
                 trust_remote_code=trust_remote_code,
             )
-        )
         net, out_idx, head = load_model(
             name,
             revision=revision,
