@@ -29,6 +29,11 @@ budget. Configurations whose computed plan exceeds the device's memory are skipp
 
     python bench/train_bench.py --size 32b --plan             # memory plan, computed (no GPU)
 
+``--profile`` runs one more step per configuration under ``torch.profiler`` and adds where that
+step's GPU time went (`step_profile`): kernel time by kind (matmul, attention, fused Triton,
+communication, other), how long the compute stream sat idle, and how much of the NCCL time no
+compute kernel hid.
+
 ``--lora-rank R`` trains LoRA adapters (on the attention and MLP projections) and the head, with
 the frozen base stored in bf16, as ``rewardkit train --set lora_rank=R`` does.
 
@@ -43,8 +48,10 @@ import gc
 import json
 import math
 import os
+import re
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +218,90 @@ def resolve(
     return mode, plan_memory(shapes, ac=mode, **kw).to_dict()
 
 
+# Kernel kinds by name (the first that matches): NCCL's, cuBLAS/CUTLASS GEMMs, flash attention,
+# Triton kernels inductor generated; the rest is "other".
+KERNEL_KINDS = (
+    ("communication", re.compile(r"nccl", re.I)),
+    ("matmul", re.compile(r"gemm|cutlass|nvjet|xmma|cublas", re.I)),
+    ("attention", re.compile(r"flash|fmha|attention", re.I)),
+    ("fused (triton)", re.compile(r"^triton_", re.I)),
+)
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _length(spans: list[tuple[float, float]]) -> float:
+    return sum(b - a for a, b in spans)
+
+
+def _overlap(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> float:
+    """Total length of the intersection of two unions of disjoint sorted spans."""
+    total, i, j = 0.0, 0, 0
+    while i < len(x) and j < len(y):
+        total += max(0.0, min(x[i][1], y[j][1]) - max(x[i][0], y[j][0]))
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def step_profile(events: list[dict[str, Any]], step_seconds: float) -> dict[str, Any]:
+    """Where one step's GPU time went, from a chrome trace's kernel events (times in µs).
+
+    ``kernels_s``: summed kernel time by kind (kinds on different streams overlap);
+    ``compute_idle_s``: the step's wall time minus the time the busiest stream (the compute stream)
+    ran any kernel; ``exposed_communication_s``: NCCL kernel time during which no kernel ran on the
+    compute stream (communication that no computation hid).
+    """
+    kernels = [e for e in events if e.get("cat") == "kernel" and "dur" in e]
+    by_kind: dict[str, float] = {}
+    streams: dict[Any, list[tuple[float, float]]] = {}
+    comm: list[tuple[float, float]] = []
+    for e in kernels:
+        kind = next((k for k, pat in KERNEL_KINDS if pat.search(e.get("name", ""))), "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + e["dur"] / 1e6
+        span = (e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6)
+        streams.setdefault(e.get("args", {}).get("stream"), []).append(span)
+        if kind == "communication":
+            comm.append(span)
+    if not kernels:
+        return {"step_s": step_seconds, "kernels": 0}
+    compute_stream = max(streams, key=lambda k: _length(streams[k]))
+    busy = _union(streams[compute_stream])
+    comm_spans = _union(comm)
+    return {
+        "step_s": step_seconds,
+        "kernels": len(kernels),
+        "kernels_s": {k: round(v, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "compute_busy_s": _length(busy),
+        "compute_idle_s": step_seconds - _length(busy),
+        "exposed_communication_s": _length(comm_spans) - _overlap(comm_spans, busy),
+    }
+
+
+def profiled_step(step: PairStep, data: TokenPairs, batch: list[int], device: torch.device) -> dict[str, Any]:
+    """One optimizer step under ``torch.profiler`` (on every rank), summarized by `step_profile`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
+    with profile(activities=activities) as prof:
+        s = step.train(data, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
+    return step_profile(events, s.seconds)
+
+
 def run_config(
     bc: BenchConfig, mode: ACMode, args: argparse.Namespace, env: ProcessGroup, data: TokenPairs
 ) -> dict[str, Any]:
@@ -261,6 +352,9 @@ def run_config(
                 f"  step {i + 1}/{total}: {s.seconds:.2f}s {s.tokens} tokens loss {s.loss:.4f}",
                 file=sys.stderr,
             )
+    if args.profile:
+        batch = list(range(total * args.global_batch_size, (total + 1) * args.global_batch_size))
+        profiled = profiled_step(step, data, batch, env.device)
     mem = torch.tensor([peak_memory_gib(env.device)], dtype=torch.float64, device=env.device)
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     seconds = sum(s.seconds for s in stats)
@@ -287,6 +381,7 @@ def run_config(
         "allocated_after_setup_gib": before,
         "setup_seconds": setup_seconds,
         "wall_seconds": time.perf_counter() - t0,
+        **({"profile": profiled} if args.profile else {}),
     }
 
 
@@ -368,6 +463,7 @@ def main() -> int:
         "--out", default=os.environ.get("OUT"), help="directory for train_bench.json (default $OUT)"
     )
     ap.add_argument("--json", default=None, help="write the results to this file instead")
+    ap.add_argument("--profile", action="store_true", help="one more step under torch.profiler (see above)")
     args = ap.parse_args()
     if args.plan:
         print_plan(args.size, args.token_budget, args.plan_gpus)
@@ -382,7 +478,7 @@ def main() -> int:
     start = time.perf_counter()
     shapes = Shapes.of(build_model(args.size), lora_rank=args.lora_rank)
     data = workload(
-        args.global_batch_size * (args.warmup + args.steps), median=args.median_len, sigma=args.sigma,
+        args.global_batch_size * (args.warmup + args.steps + int(args.profile)), median=args.median_len, sigma=args.sigma,
         max_len=args.max_len, vocab=model_config(args.size).vocab_size, seed=1,
     )  # fmt: skip
     capacity = device_capacity_gib(env.device)
@@ -426,6 +522,8 @@ def main() -> int:
         results.append(row)
         if env.is_main:
             print(table_row(row), file=sys.stderr)
+            if "profile" in row:
+                print(f"  profiled step: {json.dumps(row['profile'])}", file=sys.stderr)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({**header, "results": results}, indent=1) + "\n", encoding="utf-8")
     if env.is_main:
