@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardkit.api import RewardModel
+from rewardkit.api import RewardModel, Scored
 from rewardkit.engine.batching import PackedBatch
 from rewardkit.engine.engine import Forward, ScoringEngine
+from rewardkit.models.templating import Encoded
 from rewardkit.models.tiny import byte_tokenizer, save_tiny_reward_model, tiny_causal_lm
 
 # Tiny models gain nothing from intra-op threads; on a busy 2-core machine OpenMP spin-waiting
@@ -104,6 +105,25 @@ def hooked_rm(tiny_model_dir: Path, hooked_engine: HookedEngine) -> Callable[...
         return RewardModel(model=rm.model, chat=rm.chat, engine=engine, spec=rm.spec)
 
     return make
+
+
+class RecordingModel(RewardModel):
+    """A `RewardModel` test double: scores as the model it wraps, recording the group sizes of each
+    engine call (``None`` for a call without groups) in ``calls``."""
+
+    def __init__(self, rm: RewardModel) -> None:
+        super().__init__(model=rm.model, chat=rm.chat, engine=rm.engine, spec=rm.spec)
+        self.calls: list[list[int] | None] = []
+
+    def score_encoded(self, encoded: Sequence[Encoded], *, group_sizes=None, progress=None) -> list[Scored]:
+        self.calls.append(None if group_sizes is None else list(group_sizes))
+        return super().score_encoded(encoded, group_sizes=group_sizes, progress=progress)
+
+
+@pytest.fixture
+def recording_rm(tiny_rm: RewardModel) -> RecordingModel:
+    """The tiny model as a `RecordingModel` (a fresh record per test)."""
+    return RecordingModel(tiny_rm)
 
 
 @pytest.fixture(scope="session")

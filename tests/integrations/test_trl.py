@@ -11,25 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from rewardkit.api import RewardModel, Scored
+from rewardkit.api import RewardModel
 from rewardkit.errors import InputError
 from rewardkit.integrations.trl import LocalScorer, RewardFunction, ServerScorer
-from rewardkit.models.templating import Encoded
 
 ATOL = 1e-5  # fp32 packed groups vs one conversation per forward; see test_parity.py
 SYSTEM = {"role": "system", "content": "Answer briefly."}
-
-
-class RecordingModel(RewardModel):
-    """The tiny model, recording the group sizes of each engine call."""
-
-    def __init__(self, rm: RewardModel) -> None:
-        super().__init__(model=rm.model, chat=rm.chat, engine=rm.engine, spec=rm.spec)
-        self.calls: list[list[int] | None] = []
-
-    def score_encoded(self, encoded: Sequence[Encoded], *, group_sizes=None, progress=None) -> list[Scored]:
-        self.calls.append(None if group_sizes is None else list(group_sizes))
-        return super().score_encoded(encoded, group_sizes=group_sizes, progress=progress)
 
 
 def one_by_one(rm: RewardModel, prompts: Sequence, completions: Sequence) -> list[float]:
@@ -42,8 +29,8 @@ def one_by_one(rm: RewardModel, prompts: Sequence, completions: Sequence) -> lis
     return rm.score(convs)
 
 
-def test_standard_format_groups_each_prompts_completions(tiny_rm: RewardModel) -> None:
-    rm = RecordingModel(tiny_rm)
+def test_standard_format_groups_each_prompts_completions(tiny_rm: RewardModel, recording_rm) -> None:
+    rm = recording_rm
     reward = RewardFunction.from_model(rm, name="rm")
     # Prompts repeated per generation; in a distributed run a rank's slice need not be aligned.
     prompts = [
@@ -179,7 +166,7 @@ def test_server_backend_sends_one_request_per_call(tiny_rm: RewardModel) -> None
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
 def test_a_trl_batch_is_one_http_request_in_trls_order(
-    tiny_rm: RewardModel, conversational: bool, monkeypatch: pytest.MonkeyPatch
+    tiny_rm: RewardModel, recording_rm, conversational: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """TRL's layout (each prompt repeated ``num_generations`` times): every HTTP request the call
     sends is counted; there is one, holding one shared-prompt group per prompt, and the rewards
@@ -196,7 +183,7 @@ def test_a_trl_batch_is_one_http_request_in_trls_order(
     if conversational:
         prompts = [[SYSTEM, {"role": "user", "content": q}] for q in prompts]
         completions = [[{"role": "assistant", "content": t}] for t in texts]
-    rm = RecordingModel(tiny_rm)
+    rm = recording_rm
     with BackgroundServer(create_app(rm, ServerConfig(api_key="k", max_wait_ms=2.0))) as srv:
         reward = RewardFunction.from_server(srv.url, api_key="k")
         sent: list[httpx.Request] = []

@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rewardkit.api import RewardModel, Scored
+from rewardkit.api import RewardModel
 from rewardkit.cli import main
-from rewardkit.models.templating import Encoded
 
 TOL = 1e-5  # fp32 matmuls over differently sized packed batches differ in the last bits
 SYSTEM = {"role": "system", "content": "be brief"}
@@ -45,23 +43,11 @@ def metric(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-class RecordingModel(RewardModel):
-    """The tiny model, recording the group sizes of each engine batch."""
-
-    def __init__(self, rm: RewardModel) -> None:
-        super().__init__(model=rm.model, chat=rm.chat, engine=rm.engine, spec=rm.spec)
-        self.batches: list[list[int] | None] = []
-
-    def score_encoded(self, encoded: Sequence[Encoded], *, group_sizes=None, progress=None) -> list[Scored]:
-        self.batches.append(None if group_sizes is None else list(group_sizes))
-        return super().score_encoded(encoded, group_sizes=group_sizes, progress=progress)
-
-
-def test_groups_equal_compare_and_offline(serve, tiny_rm: RewardModel, served_name):
-    rm = RecordingModel(tiny_rm)
+def test_groups_equal_compare_and_offline(serve, tiny_rm: RewardModel, recording_rm, served_name):
+    rm = recording_rm
     with serve(rm, max_wait_ms=2.0) as srv:
         body = httpx.post(f"{srv.url}/v1/rewards/groups", json={"groups": GROUPS}).json()
-        assert rm.batches == [[4, 1, 3]]  # one engine batch, each group sharing its prompt
+        assert rm.calls == [[4, 1, 3]]  # one engine batch, each group sharing its prompt
         compared = [httpx.post(f"{srv.url}/v1/rewards/compare", json=g).json()["rewards"] for g in GROUPS]
     offline = tiny_rm.score_groups([conversations(g) for g in GROUPS])
     assert len(body["groups"]) == len(GROUPS)
