@@ -9,24 +9,30 @@ import pytest
 import torch
 
 from rewardkit.api import RewardModel
-from rewardkit.engine.batching import PackedBatch, pack, pool_index, token_budget_batches
+from rewardkit.engine.batching import PackedBatch, best_fit_batches, pack, pool_index, token_budget_batches
 from rewardkit.engine.engine import ScoringEngine
 
 
+@pytest.mark.parametrize("pack", [token_budget_batches, best_fit_batches])
 @pytest.mark.parametrize("seed", range(20))
-def test_token_budget_batches_properties(seed: int) -> None:
+def test_budget_batches_properties(pack, seed: int) -> None:
     rng = random.Random(seed)
     lengths = [rng.randint(1, 300) for _ in range(rng.randint(1, 60))]
     budget = rng.randint(50, 900)
-    batches = token_budget_batches(lengths, budget)
+    batches = pack(lengths, budget)
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(lengths)))  # every index exactly once
-    for b in batches:
-        assert b, "no empty batches"
-        total = sum(lengths[i] for i in b)
-        assert total <= budget or len(b) == 1, (b, total, budget)
-    # Longest first: lengths never increase along the plan.
-    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    totals = [sum(lengths[i] for i in b) for b in batches]
+    for b, total in zip(batches, totals, strict=True):
+        assert b and (total <= budget or len(b) == 1), (b, total, budget)  # no empty batch
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+    if pack is token_budget_batches:  # longest first: lengths never increase along the plan
+        assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    else:  # fullest first, never more batches than closing at the first misfit, none could merge
+        assert totals == sorted(totals, reverse=True)
+        assert len(batches) <= len(token_budget_batches(lengths, budget))
+        small = sorted(t for t in totals if t <= budget)
+        assert len(small) < 2 or small[0] + small[1] > budget
 
 
 def test_token_budget_batches_worked_example() -> None:
@@ -38,6 +44,20 @@ def test_token_budget_batches_worked_example() -> None:
     assert token_budget_batches([], 10) == []
     with pytest.raises(ValueError, match="token budget must be positive"):
         token_budget_batches([1], 0)
+
+
+def test_best_fit_batches_worked_example() -> None:
+    #            0   1   2   3   4  5
+    lengths = [30, 100, 10, 60, 250, 40]
+    # 250 alone (over 120); 100 opens a batch, 60 another; 40 joins 60 (100 left no room);
+    # 30 fits neither 100+30 > 120 nor 60+40+30 > 120: a new batch; 10 goes to the fullest (100).
+    assert best_fit_batches(lengths, 120) == [[4], [1, 2], [3, 5], [0]]
+    # Closing at the first misfit needs the same here; on mixed lengths best fit needs fewer:
+    assert token_budget_batches([60, 50, 20, 10], 70) == [[0], [1, 2], [3]]
+    assert best_fit_batches([60, 50, 20, 10], 70) == [[0, 3], [1, 2]]
+    assert best_fit_batches([], 10) == []
+    with pytest.raises(ValueError, match="token budget must be positive"):
+        best_fit_batches([1], 0)
 
 
 def test_pool_index_matches_hf_rightmost_non_pad() -> None:

@@ -43,6 +43,37 @@ def token_budget_batches(lengths: Sequence[int], budget: int) -> list[list[int]]
     return batches
 
 
+def best_fit_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Groups indices into as few batches of at most ``budget`` total length as it can: best fit
+    decreasing (each sequence, longest first, goes to the fullest batch it still fits in).
+
+    Where `token_budget_batches` closes a batch at the first sequence that does not fit, this
+    keeps every batch open, so the short sequences fill the gaps the long ones leave: fewer,
+    fuller batches (the trainer's micro-batches, each of which costs FSDP a fixed amount of
+    communication). Batches come out fullest first; within one, longest first. A sequence longer
+    than the budget gets a batch of its own. Deterministic: ties go to the earlier batch.
+    """
+    if budget < 1:
+        raise ValueError(f"token budget must be positive, got {budget}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    used: list[int] = []
+    for i in order:
+        n = lengths[i]
+        best = -1
+        for k, u in enumerate(used):  # the fullest batch with room; plans hold tens of batches
+            if u + n <= budget and (best < 0 or u > used[best]):
+                best = k
+        if best < 0:
+            batches.append([i])
+            used.append(n)
+        else:
+            batches[best].append(i)
+            used[best] += n
+    ranked = sorted(range(len(batches)), key=lambda k: (-used[k], k))
+    return [batches[k] for k in ranked]
+
+
 def pool_index(ids: TokenIds, pad_token_id: int | None) -> int:
     """Where HF's ``*ForSequenceClassification`` reads the reward: the rightmost token that is
     not the pad token (index 0 if all are), or the last token when the model has no pad id."""
