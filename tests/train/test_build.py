@@ -69,6 +69,9 @@ def test_run_json_records_the_resolved_settings(base_config: dict, tmp_path: Pat
         assert run["config"]["activation_checkpointing"] == expected
         assert run["settings"]["memory_plan"]["activation_checkpointing"] == expected
         assert run["settings"]["memory_plan"]["fits"] is (budget > 1)
+        # The micro-batch the run uses is the one the plan was made for (here: the budget asked for).
+        plan = run["settings"]["memory_plan"]
+        assert run["config"]["token_budget"] == plan["micro_batch_tokens"] == plan["token_budget"]
     cpu = Trainer(TrainConfig(**cfg))
     try:
         cpu.setup()  # no budget on a CPU: memory is not planned, nothing is recomputed

@@ -10,8 +10,8 @@ Modes (the ``activation_checkpointing`` option):
   between (norms, rotary embedding, SiLU, products, residual adds) — see `save_policy`.
 - ``selective-layer:N``: full checkpointing of every N-th block (blocks N-1, 2N-1, ...), the
   others keep everything; ``selective-layer:1`` is ``full``.
-- ``auto``: the fastest of these that the memory plan fits on the device
-  (`rewardkit.train.memory.choose_ac`), resolved when the run starts.
+- ``auto``: the fastest of these that the memory plan fits on the device, each with the largest
+  micro-batch that fits (`rewardkit.train.memory.choose_ac`), resolved when the run starts.
 
 ``true``/``false`` are accepted for ``full``/``none`` (the option was a boolean before).
 

@@ -183,6 +183,8 @@ class Settings:
         ac: the activation-checkpointing mode.
         ac_choice: how ``auto`` chose ``ac`` (None when the mode was given, or on CPU).
         lora: the LoRA adapters' settings, or None for full fine-tuning.
+        micro_batch_tokens: the token budget of one packed forward: ``token_budget``, or less
+            where ``auto`` found a smaller micro-batch with less recompute faster.
     """
 
     bf16: bool
@@ -191,6 +193,7 @@ class Settings:
     ac: ACMode
     ac_choice: ACChoice | None
     lora: LoraSettings | None
+    micro_batch_tokens: int
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,10 +220,10 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
     """Precision (``auto``: bf16 on GPU), compilation (default: on GPU), the optimizer kernel
     (fused on GPU) and the activation-checkpointing mode.
 
-    ``auto`` checkpointing plans the memory of each mode for the largest micro-batch (the token
-    budget, or the longest pair if longer) and takes the fastest that fits the budget
-    (``memory_budget_gib``, default the GPU's memory less 4 GiB; see
-    `rewardkit.train.memory.choose_ac`). Without a budget (CPU) it is ``none``; fp32 on a GPU
+    ``auto`` checkpointing plans the memory of each mode for the largest micro-batch that fits
+    the budget (``memory_budget_gib``, default the GPU's memory less 4 GiB), at most the token
+    budget and at least the longest pair, and takes the fastest estimated (mode, micro-batch)
+    (`rewardkit.train.memory.choose_ac`). Without a budget (CPU) it is ``none``; fp32 on a GPU
     (which the plan, counting bf16 activations, does not cover) takes ``full``.
     """
     cuda = env.device.type == "cuda"
@@ -237,14 +240,15 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
         log.info("activation checkpointing auto → full (the memory plan is for bf16 mixed precision)")
     else:
         shapes = Shapes.of(model, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_target_modules)
-        tokens = max(cfg.token_budget, max(data.train.lengths))
+        longest = max(data.train.lengths)
         choice = choose_ac(
             shapes,
             world_size=env.world_size,
-            tokens=tokens,
+            tokens=cfg.token_budget,
             budget_gib=budget,
             compiled=compiled,
             fused_optimizer=cuda,
+            longest=longest,
         )
         ac = choice.mode
         if not choice.fits:
@@ -252,17 +256,26 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
                 "memory plan: no checkpointing mode fits %.1f GiB per GPU with %d-token micro-batches "
                 "(full checkpointing needs %.1f GiB); lower token_budget or use more GPUs",
                 budget,
-                tokens,
+                max(cfg.token_budget, longest),
                 choice.plan.total,
             )
         else:
             log.info(
-                "activation checkpointing auto → %s (planned %.1f GiB of %.1f per GPU)",
+                "activation checkpointing auto → %s with %d-token micro-batches (planned %.1f GiB of %.1f per GPU)",
                 ac,
+                choice.tokens,
                 choice.plan.total,
                 budget,
             )
-    return Settings(bf16=bf16, compile=compiled, fused_optimizer=cuda, ac=ac, ac_choice=choice, lora=lora)
+    return Settings(
+        bf16=bf16,
+        compile=compiled,
+        fused_optimizer=cuda,
+        ac=ac,
+        ac_choice=choice,
+        lora=lora,
+        micro_batch_tokens=choice.tokens if choice is not None else cfg.token_budget,
+    )
 
 
 def build_optimizer(

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--micro-batch-tokens",
         dest="token_budget",
         type=int,
-        help="tokens per packed forward (16384; --micro-batch-tokens is its old name)",
+        help="tokens per packed forward (16384; at most this with the auto checkpointing; --micro-batch-tokens is its old name)",
     )
     p.add_argument("--max-length", type=int, help="longest conversation in tokens (default: the model's)")
     p.add_argument(

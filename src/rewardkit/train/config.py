@@ -49,7 +49,9 @@ class TrainConfig:
         max_steps: optimizer steps to run (overrides ``epochs``).
         global_batch_size: preference pairs per optimizer step, over all ranks.
         token_budget: tokens of one packed forward (chosen + rejected); a longer pair gets a
-            forward of its own. ``micro_batch_tokens`` is accepted as its old name.
+            forward of its own. With ``activation_checkpointing`` ``auto`` on a GPU it is an upper
+            bound: a smaller micro-batch is used where it lets a mode with less recompute fit
+            (the run records the one used). ``micro_batch_tokens`` is accepted as its old name.
         lr: peak learning rate (constant after warmup).
         warmup_steps: linear warmup from 0 to ``lr``.
         weight_decay: AdamW decoupled weight decay.

@@ -89,8 +89,14 @@ class Trainer:
         data = load_data(cfg, self.chat, env)  # 3
         model, weights = load_model(cfg, model_config, env)  # 4
         settings = resolve_settings(cfg, env, model, data)  # 5
-        # The run's options as it runs: what "auto" resolved to is what the checkpoints record.
-        self.cfg = cfg = replace(cfg, activation_checkpointing=str(settings.ac), compile=settings.compile)
+        # The run's options as it runs: what "auto" resolved to (the mode, and the micro-batch it
+        # may have lowered) is what the checkpoints record.
+        self.cfg = cfg = replace(
+            cfg,
+            activation_checkpointing=str(settings.ac),
+            compile=settings.compile,
+            token_budget=settings.micro_batch_tokens,
+        )
         self.fingerprint = run_fingerprint(
             cfg, train=data.train, val=data.val, weights=weights, loss=data.loss
         )
