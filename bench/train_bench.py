@@ -25,7 +25,8 @@ activation-checkpointing mode (``none``, ``full``, ``selective-op``, ``selective
 ``auto``: what the trainer would choose for a ``budget`` GiB card, default this GPU's), ``compile``
 compiles each decoder block, ``foreach`` uses the ``foreach`` AdamW the trainer used before (the
 default is the fused kernel the trainer uses on GPUs), ``tokens`` sets the micro-batch token
-budget. Configurations whose computed plan exceeds the device's memory are skipped.
+budget, ``rs=bf16`` reduce-scatters gradients in bf16 instead of fp32 (a diagnostic: not
+what the trainer does). Configurations whose computed plan exceeds the device's memory are skipped.
 
     python bench/train_bench.py --size 32b --plan             # memory plan, computed (no GPU)
 
@@ -44,7 +45,10 @@ against the card's dense bf16 peak (`rewardkit.train.metrics.PEAK_BF16_TFLOPS`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import gzip
+import itertools
 import json
 import math
 import os
@@ -65,7 +69,7 @@ import common  # bench/common.py (the script's folder is on sys.path)
 from rewardkit.distributed import ProcessGroup, join, leave
 from rewardkit.engine.attention import VARLEN
 from rewardkit.train.activation_checkpointing import ACMode, normalize_ac, parse_ac
-from rewardkit.train.data import TokenPairs
+from rewardkit.train.data import TokenPairs, plan_micro_batches
 from rewardkit.train.lora import LoraSettings, flop_params, trainable_parameters
 from rewardkit.train.memory import CARDS, GIB, Shapes, choose_ac, device_budget_gib, plan_memory
 from rewardkit.train.metrics import FlopCounter, peak_tflops
@@ -100,6 +104,7 @@ class BenchConfig:
     foreach: bool = False
     tokens: int
     budget_gib: float | None = None
+    reduce_bf16: bool = False
 
     @classmethod
     def parse(cls, spec: str, *, tokens: int) -> BenchConfig:
@@ -113,12 +118,15 @@ class BenchConfig:
                 values["tokens"] = int(value)
             elif key == "budget":
                 values["budget_gib"] = float(value)
+            elif key == "rs" and value in ("bf16", "fp32"):
+                values["reduce_bf16"] = value == "bf16"
             else:
                 raise SystemExit(f"train_bench: unknown flag {flag!r} in configuration {spec!r}")
         return cls(**values)
 
     def __str__(self) -> str:
         parts = [self.ac, *(["compile"] if self.compile else []), *(["foreach"] if self.foreach else [])]
+        parts += ["rs=bf16"] if self.reduce_bf16 else []
         parts.append(f"tokens={self.tokens}")
         return "+".join(parts)
 
@@ -206,16 +214,20 @@ def print_plan(size: str, token_budget: int, gpus: list[int]) -> None:
 
 def resolve(
     bc: BenchConfig, shapes: Shapes, env: ProcessGroup, longest: int
-) -> tuple[ACMode, dict[str, Any]]:
-    """The mode a configuration runs (``auto``: as the trainer would choose it) and its plan."""
-    kw: dict[str, Any] = {"world_size": env.world_size, "tokens": max(bc.tokens, longest)}
-    kw |= {"compiled": bc.compile, "fused_optimizer": not bc.foreach}
+) -> tuple[BenchConfig, ACMode, dict[str, Any]]:
+    """The configuration as it runs (``auto``: the mode and micro-batch the trainer would choose),
+    its mode, and its plan."""
+    kw: dict[str, Any] = {
+        "world_size": env.world_size,
+        "compiled": bc.compile,
+        "fused_optimizer": not bc.foreach,
+    }
     if bc.ac == "auto":
         budget = bc.budget_gib or device_budget_gib(env.device) or 1e9
-        choice = choose_ac(shapes, budget_gib=budget, **kw)
-        return choice.mode, choice.to_dict()
+        choice = choose_ac(shapes, tokens=bc.tokens, budget_gib=budget, longest=longest, **kw)
+        return dataclasses.replace(bc, tokens=choice.tokens), choice.mode, choice.to_dict()
     mode = parse_ac(bc.ac)
-    return mode, plan_memory(shapes, ac=mode, **kw).to_dict()
+    return bc, mode, plan_memory(shapes, ac=mode, tokens=max(bc.tokens, longest), **kw).to_dict()
 
 
 # Kernel kinds by name (the first that matches): NCCL's, cuBLAS/CUTLASS GEMMs, flash attention,
@@ -226,6 +238,7 @@ KERNEL_KINDS = (
     ("attention", re.compile(r"flash|fmha|attention", re.I)),
     ("fused (triton)", re.compile(r"^triton_", re.I)),
 )
+COLLECTIVE = re.compile(r"(AllGather|ReduceScatter|AllReduce|Broadcast|SendRecv)", re.I)
 
 
 def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -258,48 +271,69 @@ def step_profile(events: list[dict[str, Any]], step_seconds: float) -> dict[str,
     """Where one step's GPU time went, from a chrome trace's kernel events (times in µs).
 
     ``kernels_s``: summed kernel time by kind (kinds on different streams overlap);
-    ``compute_idle_s``: the step's wall time minus the time the busiest stream (the compute stream)
-    ran any kernel; ``exposed_communication_s``: NCCL kernel time during which no kernel ran on the
-    compute stream (communication that no computation hid).
+    ``communication_s``: NCCL kernel time by collective; ``compute_idle_s``: the step's wall time
+    minus the time the busiest stream (the compute stream) ran any kernel, and ``idle_gaps``: how
+    much of it came in gaps of ≥ 1 ms, how many, and the longest (the first kernel's start to the
+    last one's end bounds the GPU part of the step); ``exposed_communication_s``: NCCL kernel time
+    during which no kernel ran on the compute stream (communication that no computation hid).
     """
     kernels = [e for e in events if e.get("cat") == "kernel" and "dur" in e]
     by_kind: dict[str, float] = {}
+    by_collective: dict[str, float] = {}
     streams: dict[Any, list[tuple[float, float]]] = {}
     comm: list[tuple[float, float]] = []
     for e in kernels:
-        kind = next((k for k, pat in KERNEL_KINDS if pat.search(e.get("name", ""))), "other")
+        name = e.get("name", "")
+        kind = next((k for k, pat in KERNEL_KINDS if pat.search(name)), "other")
         by_kind[kind] = by_kind.get(kind, 0.0) + e["dur"] / 1e6
         span = (e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6)
         streams.setdefault(e.get("args", {}).get("stream"), []).append(span)
         if kind == "communication":
             comm.append(span)
+            m = COLLECTIVE.search(name)
+            op = m.group(1) if m else "other"
+            by_collective[op] = by_collective.get(op, 0.0) + e["dur"] / 1e6
     if not kernels:
         return {"step_s": step_seconds, "kernels": 0}
     compute_stream = max(streams, key=lambda k: _length(streams[k]))
     busy = _union(streams[compute_stream])
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(busy) if b[0] - a[1] >= 1e-3]
     comm_spans = _union(comm)
     return {
         "step_s": step_seconds,
         "kernels": len(kernels),
         "kernels_s": {k: round(v, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "communication_s": {k: round(v, 4) for k, v in sorted(by_collective.items(), key=lambda kv: -kv[1])},
         "compute_busy_s": _length(busy),
         "compute_idle_s": step_seconds - _length(busy),
+        "gpu_span_s": busy[-1][1] - busy[0][0],
+        "idle_gaps": {
+            "over_1ms_s": round(sum(gaps), 4),
+            "count": len(gaps),
+            "longest_s": round(max(gaps, default=0.0), 4),
+        },
         "exposed_communication_s": _length(comm_spans) - _overlap(comm_spans, busy),
     }
 
 
-def profiled_step(step: PairStep, data: TokenPairs, batch: list[int], device: torch.device) -> dict[str, Any]:
-    """One optimizer step under ``torch.profiler`` (on every rank), summarized by `step_profile`."""
+def profiled_step(
+    step: PairStep, data: TokenPairs, batch: list[int], device: torch.device, trace: Path | None = None
+) -> dict[str, Any]:
+    """One optimizer step under ``torch.profiler`` (on every rank), summarized by `step_profile`;
+    the chrome trace is kept, gzipped, at ``trace`` when given."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]
     with profile(activities=activities) as prof:
         s = step.train(data, batch)
     with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
-    return step_profile(events, s.seconds)
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        raw = path.read_bytes()
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_bytes(gzip.compress(raw, compresslevel=6))
+    return step_profile(json.loads(raw)["traceEvents"], s.seconds)
 
 
 def run_config(
@@ -319,6 +353,7 @@ def run_config(
         compile=bc.compile,
         lora=lora,
         param_dtype=torch.bfloat16 if bf16 else None,
+        reduce_dtype=torch.bfloat16 if bc.reduce_bf16 and bf16 else torch.float32,
     )
     materialize(root, model, env.device, seed=0)
     n = matmul_params(model)
@@ -339,22 +374,38 @@ def run_config(
     setup_seconds = time.perf_counter() - t0
     before = torch.cuda.memory_allocated(env.device) / GIB if cuda else 0.0
     stats = []
+    timed: list[list[int]] = []
+    repeated = 0
     total = args.warmup + args.steps
     for i in range(total):
         if i == args.warmup and cuda:
             torch.cuda.reset_peak_memory_stats(env.device)
         batch = list(range(i * args.global_batch_size, (i + 1) * args.global_batch_size))
-        s = step.train(data, batch)
+        for _ in range(1 + RETRIES * (i >= args.warmup)):
+            before = compiles(env)
+            s = step.train(data, batch)
+            recompiled = compiles(env) > before
+            if env.is_main:
+                print(
+                    f"  step {i + 1}/{total}: {s.seconds:.2f}s {s.tokens} tokens loss {s.loss:.4f}"
+                    + (" (compiled during the step)" if recompiled else "")
+                    + (": run again" if recompiled and i >= args.warmup else ""),
+                    file=sys.stderr,
+                )
+            if not recompiled:
+                break
         if i >= args.warmup:
             stats.append(s)
-        if env.is_main:
-            print(
-                f"  step {i + 1}/{total}: {s.seconds:.2f}s {s.tokens} tokens loss {s.loss:.4f}",
-                file=sys.stderr,
-            )
+            timed.append(batch)
+            repeated += recompiled
     if args.profile:
         batch = list(range(total * args.global_batch_size, (total + 1) * args.global_batch_size))
-        profiled = profiled_step(step, data, batch, env.device)
+        trace = (
+            Path(args.trace) / f"trace-{re.sub(r'[^A-Za-z0-9._-]', '_', str(bc))}.json.gz"
+            if args.trace and env.is_main
+            else None
+        )
+        profiled = profiled_step(step, data, batch, env.device, trace)
     mem = torch.tensor([peak_memory_gib(env.device)], dtype=torch.float64, device=env.device)
     dist.all_reduce(mem, op=dist.ReduceOp.MAX)
     seconds = sum(s.seconds for s in stats)
@@ -371,6 +422,16 @@ def run_config(
         "optimizer": "foreach" if bc.foreach or not cuda else "fused",
         "token_budget": bc.tokens,
         "timed_steps": len(stats),
+        "timed_steps_with_compilation": repeated,
+        "micro_batches_per_step": sum(
+            len(
+                plan_micro_batches(
+                    b, data.lengths, rank=env.rank, world_size=env.world_size, token_budget=bc.tokens
+                )
+            )
+            for b in timed
+        )
+        / len(timed),
         "tokens_per_step": tokens / len(stats),
         "seconds_per_step": seconds / len(stats),
         "tokens_per_s_per_gpu": tokens / seconds / env.world_size,
@@ -383,6 +444,20 @@ def run_config(
         "wall_seconds": time.perf_counter() - t0,
         **({"profile": profiled} if args.profile else {}),
     }
+
+
+# A timed step during which any rank compiled (a shape that broke a guard) is run again, at most
+# this many times, so compile time stays out of the timings.
+RETRIES = 2
+
+
+def compiles(env: ProcessGroup) -> int:
+    """Graphs compiled so far, the most of any rank (a recompile on one rank stalls all)."""
+    from torch._dynamo.utils import counters
+
+    n = torch.tensor([sum(counters["stats"].values())], device=env.device)
+    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    return int(n.item())
 
 
 def release(env: ProcessGroup) -> None:
@@ -464,6 +539,9 @@ def main() -> int:
     )
     ap.add_argument("--json", default=None, help="write the results to this file instead")
     ap.add_argument("--profile", action="store_true", help="one more step under torch.profiler (see above)")
+    ap.add_argument(
+        "--trace", default=None, help="with --profile: keep rank 0's chrome traces (gzipped) here"
+    )
     args = ap.parse_args()
     if args.plan:
         print_plan(args.size, args.token_budget, args.plan_gpus)
@@ -501,9 +579,9 @@ def main() -> int:
         late = args.time_limit is not None and time.perf_counter() - start > args.time_limit
         flag = torch.tensor([int(late)], device=env.device)
         dist.broadcast(flag, src=0)  # every rank stops at the same configuration
-        mode, plan = resolve(bc, shapes, env, max(data.lengths))
+        bc, mode, plan = resolve(bc, shapes, env, max(data.lengths))
         row: dict[str, Any] = {"configuration": spec, **plan}
-        key = (str(mode), bc.compile, bc.foreach, bc.tokens)
+        key = (str(mode), bc.compile, bc.foreach, bc.tokens, bc.reduce_bf16)
         if flag.item():
             row["skipped"] = f"time limit {args.time_limit:.0f} s"
         elif key in done:

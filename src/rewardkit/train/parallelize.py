@@ -120,6 +120,7 @@ def parallelize(
     compile: bool = False,
     lora: LoraSettings | None = None,
     param_dtype: torch.dtype | None = None,
+    reduce_dtype: torch.dtype = torch.float32,
 ) -> PairRewards:
     """Makes ``model`` ready to train on this rank; returns the module training calls.
 
@@ -144,6 +145,8 @@ def parallelize(
         compile: compile each decoder block.
         lora: train LoRA adapters (and the head) instead of every weight.
         param_dtype: compute dtype of gathered weights (bf16 mixed precision) or None.
+        reduce_dtype: dtype of the gradient reduce-scatter (fp32; bf16 halves its traffic but
+            rounds every micro-batch's summed gradient to bf16).
 
     Raises:
         ModelError: nothing was sharded (no decoder blocks found).
@@ -168,7 +171,13 @@ def parallelize(
     # 4. FSDP2.
     root = PairRewards(model)
     full = root.state_dict() if world > 1 and rank == 0 and not on_meta else None
-    shard_model(root, model, device=device, param_dtype=param_dtype)
+    shard_model(
+        root,
+        model,
+        device=device,
+        param_dtype=param_dtype,
+        reduce_dtype=reduce_dtype,
+    )
     # 5. Weights.
     if on_meta:
         root.to_empty(device=device)
