@@ -272,7 +272,8 @@ def step_profile(events: list[dict[str, Any]], step_seconds: float) -> dict[str,
 
     ``kernels_s``: summed kernel time by kind (kinds on different streams overlap);
     ``communication_s``: NCCL kernel time by collective; ``compute_idle_s``: the step's wall time
-    minus the time the busiest stream (the compute stream) ran any kernel, and ``idle_gaps``: how
+    minus the time the compute stream (the one with the most non-NCCL kernel time: an NCCL kernel
+    waiting for the other rank can span longer) ran any kernel, and ``idle_gaps``: how
     much of it came in gaps of ≥ 1 ms, how many, and the longest (the first kernel's start to the
     last one's end bounds the GPU part of the step); ``exposed_communication_s``: NCCL kernel time
     during which no kernel ran on the compute stream (communication that no computation hid).
@@ -281,13 +282,16 @@ def step_profile(events: list[dict[str, Any]], step_seconds: float) -> dict[str,
     by_kind: dict[str, float] = {}
     by_collective: dict[str, float] = {}
     streams: dict[Any, list[tuple[float, float]]] = {}
+    work: dict[Any, float] = {}  # non-NCCL kernel time by stream
     comm: list[tuple[float, float]] = []
     for e in kernels:
         name = e.get("name", "")
         kind = next((k for k, pat in KERNEL_KINDS if pat.search(name)), "other")
         by_kind[kind] = by_kind.get(kind, 0.0) + e["dur"] / 1e6
         span = (e["ts"] / 1e6, (e["ts"] + e["dur"]) / 1e6)
-        streams.setdefault(e.get("args", {}).get("stream"), []).append(span)
+        stream = e.get("args", {}).get("stream")
+        streams.setdefault(stream, []).append(span)
+        work[stream] = work.get(stream, 0.0) + (0.0 if kind == "communication" else e["dur"])
         if kind == "communication":
             comm.append(span)
             m = COLLECTIVE.search(name)
@@ -295,7 +299,7 @@ def step_profile(events: list[dict[str, Any]], step_seconds: float) -> dict[str,
             by_collective[op] = by_collective.get(op, 0.0) + e["dur"] / 1e6
     if not kernels:
         return {"step_s": step_seconds, "kernels": 0}
-    compute_stream = max(streams, key=lambda k: _length(streams[k]))
+    compute_stream = max(work, key=lambda k: work[k])
     busy = _union(streams[compute_stream])
     gaps = [b[0] - a[1] for a, b in itertools.pairwise(busy) if b[0] - a[1] >= 1e-3]
     comm_spans = _union(comm)
