@@ -84,6 +84,12 @@ def pool_index(ids: TokenIds, pad_token_id: int | None) -> int:
     return int(not_pad[-1]) if len(not_pad) else 0
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device`` without waiting for the GPU: to a GPU through pinned memory,
+    asynchronously (a plain copy from pageable memory waits for the work already queued)."""
+    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PackedBatch:
     """Sequences concatenated into one stream.
@@ -109,24 +115,19 @@ class PackedBatch:
         return int(self.input_ids.numel())
 
     def to(self, device: torch.device) -> PackedBatch:
-        pin = device.type == "cuda"
-
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
-
         keys = self.keys
         if keys is not None:
             keys = KeyPlan(
-                cu_seqlens_k=move(keys.cu_seqlens_k),
+                cu_seqlens_k=to_device(keys.cu_seqlens_k, device),
                 max_seqlen_k=keys.max_seqlen_k,
-                gather=None if keys.gather is None else move(keys.gather),
+                gather=None if keys.gather is None else to_device(keys.gather, device),
             )
         return PackedBatch(
-            input_ids=move(self.input_ids),
-            position_ids=move(self.position_ids),
-            cu_seqlens=move(self.cu_seqlens),
+            input_ids=to_device(self.input_ids, device),
+            position_ids=to_device(self.position_ids, device),
+            cu_seqlens=to_device(self.cu_seqlens, device),
             max_seqlen=self.max_seqlen,
-            read_index=move(self.read_index),
+            read_index=to_device(self.read_index, device),
             keys=keys,
         )
 

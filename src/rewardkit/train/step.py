@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rewardkit.distributed import all_reduce_sum
+from rewardkit.engine.batching import to_device
 from rewardkit.train.data import MicroBatch, TokenPairs, collate, plan_micro_batches
 from rewardkit.train.loss import LossName, pair_losses
 from rewardkit.train.metrics import FlopCounter
@@ -98,10 +99,9 @@ class PairStep:
         """Σ loss and Σ correct of one micro-batch (0-d tensors on the device; no host sync)."""
         rewards = self.root(mb.packed.to(self.device)).view(-1, 2)  # (P, 2): chosen, rejected
         chosen, rejected = rewards[:, 0], rewards[:, 1]
-        # Pinned and asynchronous, like the packed stream: a plain copy would wait for the forward
-        # to finish on the GPU, which then idles while the backward is launched.
-        pinned = mb.strength.pin_memory() if self.device.type == "cuda" else mb.strength
-        strength = pinned.to(self.device, non_blocking=True)
+        # Asynchronous, like the packed stream: a plain copy would wait for the forward to finish
+        # on the GPU, which then idles while the backward is launched.
+        strength = to_device(mb.strength, self.device)
         losses = pair_losses(self.loss_name, chosen, rejected, strength, center_coef=self.reward_centering)
         return losses.sum(), (chosen > rejected).sum().to(losses.dtype).detach()
 
