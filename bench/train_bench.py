@@ -26,7 +26,9 @@ activation-checkpointing mode (``none``, ``full``, ``selective-op``, ``selective
 compiles each decoder block, ``foreach`` uses the ``foreach`` AdamW the trainer used before (the
 default is the fused kernel the trainer uses on GPUs), ``tokens`` sets the micro-batch token
 budget, ``rs=bf16`` reduce-scatters gradients in bf16 instead of fp32 (a diagnostic: not
-what the trainer does). Configurations whose computed plan exceeds the device's memory are skipped.
+what the trainer does), ``host`` keeps AdamW's moments on the host between steps
+(``offload_optimizer``; ``auto`` decides by itself unless ``host=on``/``host=off`` is given).
+Configurations whose computed plan exceeds the device's memory are skipped.
 
     python bench/train_bench.py --size 32b --plan             # memory plan, computed (no GPU)
 
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import gzip
 import itertools
@@ -74,18 +77,19 @@ from rewardkit.train.lora import LoraSettings, flop_params, trainable_parameters
 from rewardkit.train.memory import CARDS, GIB, Shapes, choose_ac, device_budget_gib, plan_memory
 from rewardkit.train.metrics import FlopCounter, peak_tflops
 from rewardkit.train.modeling import matmul_params
-from rewardkit.train.parallelize import parallelize
+from rewardkit.train.offload import HostMoments
+from rewardkit.train.parallelize import decoder_blocks, parallelize
 from rewardkit.train.step import PairStep, make_optimizer
 
-# The GPU sweep, most important first (a --time-limit cuts the tail): today's trainer (full
-# checkpointing, eager and compiled, foreach AdamW); per-op selective checkpointing compiled with
-# micro-batches small enough for an 80 GB card; what ``auto`` picks on an 80 GB card and on this one
-# (on an H200 at 7B: no checkpointing, compiled: the reference); then the other modes.
+# The GPU sweep, most important first (a --time-limit cuts the tail): the trainer as it was (full
+# checkpointing, eager and compiled, foreach AdamW); what ``auto`` picks on an 80 GB card, with
+# and without the host memory for AdamW's moments, and on this one (on an H200 at 7B: no
+# checkpointing, compiled: the reference); then the other modes.
 DEFAULT_SWEEP = (
     "full+foreach",
     "full+compile+foreach",
-    "selective-op+compile+tokens=6144",
     "auto+compile+budget=75.6",
+    "auto+compile+budget=75.6+host=off",
     "auto+compile",
     "selective-op+compile",
     "selective-layer:2+compile",
@@ -105,6 +109,7 @@ class BenchConfig:
     tokens: int
     budget_gib: float | None = None
     reduce_bf16: bool = False
+    host: bool | None = None  # AdamW moments on the host; None: ``auto`` decides (else off)
 
     @classmethod
     def parse(cls, spec: str, *, tokens: int) -> BenchConfig:
@@ -120,6 +125,8 @@ class BenchConfig:
                 values["budget_gib"] = float(value)
             elif key == "rs" and value in ("bf16", "fp32"):
                 values["reduce_bf16"] = value == "bf16"
+            elif key == "host" and value in ("", "on", "off"):
+                values["host"] = value != "off"
             else:
                 raise SystemExit(f"train_bench: unknown flag {flag!r} in configuration {spec!r}")
         return cls(**values)
@@ -127,6 +134,7 @@ class BenchConfig:
     def __str__(self) -> str:
         parts = [self.ac, *(["compile"] if self.compile else []), *(["foreach"] if self.foreach else [])]
         parts += ["rs=bf16"] if self.reduce_bf16 else []
+        parts += ["host"] if self.host else []
         parts.append(f"tokens={self.tokens}")
         return "+".join(parts)
 
@@ -224,10 +232,15 @@ def resolve(
     }
     if bc.ac == "auto":
         budget = bc.budget_gib or device_budget_gib(env.device) or 1e9
-        choice = choose_ac(shapes, tokens=bc.tokens, budget_gib=budget, longest=longest, **kw)
-        return dataclasses.replace(bc, tokens=choice.tokens), choice.mode, choice.to_dict()
+        choice = choose_ac(
+            shapes, tokens=bc.tokens, budget_gib=budget, longest=longest, host_moments=bc.host, **kw
+        )
+        resolved = dataclasses.replace(bc, tokens=choice.tokens, host=choice.plan.host_moments)
+        return resolved, choice.mode, choice.to_dict()
     mode = parse_ac(bc.ac)
-    return bc, mode, plan_memory(shapes, ac=mode, tokens=max(bc.tokens, longest), **kw).to_dict()
+    bc = dataclasses.replace(bc, host=bool(bc.host))
+    plan = plan_memory(shapes, ac=mode, tokens=max(bc.tokens, longest), host_moments=bc.host, **kw)
+    return bc, mode, plan.to_dict()
 
 
 # Kernel kinds by name (the first that matches): NCCL's, cuBLAS/CUTLASS GEMMs, flash attention,
@@ -371,9 +384,11 @@ def run_config(
         warmup_steps=10,
         fused=not bc.foreach and cuda,
     )
+    host = HostMoments(opt, decoder_blocks(model), device=env.device) if bc.host else None
     step = PairStep(
         root, opt, sched, device=env.device, rank=env.rank, world_size=env.world_size, loss_name="bt",
         reward_centering=0.0, token_budget=bc.tokens, pad_token_id=None, flops=flops, grad_clip=1.0,
+        host_moments=host,
     )  # fmt: skip
     setup_seconds = time.perf_counter() - t0
     before = torch.cuda.memory_allocated(env.device) / GIB if cuda else 0.0
@@ -416,7 +431,9 @@ def run_config(
     tokens = sum(s.tokens for s in stats)
     flops_total = sum(s.flops for s in stats)
     peak = peak_tflops(env.device) if bf16 else None
-    del step, opt, sched, root, model
+    if host is not None:
+        host.close()
+    del step, opt, sched, root, model, host
     return {
         "params": n + (model_config(args.size).vocab_size * model_config(args.size).hidden_size),
         "lora_rank": args.lora_rank,
@@ -424,9 +441,11 @@ def run_config(
         "activation_checkpointing": str(mode),
         "compile": bc.compile,
         "optimizer": "foreach" if bc.foreach or not cuda else "fused",
+        "offload_optimizer": bool(bc.host),
         "token_budget": bc.tokens,
         "timed_steps": len(stats),
         "timed_steps_with_compilation": repeated,
+        "graph_breaks_so_far": graph_breaks(),
         "micro_batches_per_step": sum(
             len(
                 plan_micro_batches(
@@ -438,6 +457,8 @@ def run_config(
         / len(timed),
         "tokens_per_step": tokens / len(stats),
         "seconds_per_step": seconds / len(stats),
+        "losses": [s.loss for s in stats],
+        "grad_norms": [s.grad_norm for s in stats],
         "tokens_per_s_per_gpu": tokens / seconds / env.world_size,
         "tflops_per_gpu": flops_total / seconds / env.world_size / 1e12,
         "mfu": flops_total / seconds / env.world_size / (peak * 1e12) if peak else None,
@@ -455,12 +476,27 @@ def run_config(
 RETRIES = 2
 
 
+def graph_breaks() -> int:
+    """Graph breaks dynamo has counted in this process so far (all configurations)."""
+    from torch._dynamo.utils import counters
+
+    return sum(counters["graph_break"].values())
+
+
+@functools.cache
+def host_group() -> Any:
+    """A gloo group over the ranks, for numbers the host keeps: reading one back from the GPU
+    would wait for every copy queued before it (AdamW's moments going to the host) and hide
+    their cost between the timed steps."""
+    return dist.new_group(backend="gloo")
+
+
 def compiles(env: ProcessGroup) -> int:
     """Graphs compiled so far, the most of any rank (a recompile on one rank stalls all)."""
     from torch._dynamo.utils import counters
 
-    n = torch.tensor([sum(counters["stats"].values())], device=env.device)
-    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    n = torch.tensor([sum(counters["stats"].values())])
+    dist.all_reduce(n, op=dist.ReduceOp.MAX, group=host_group())
     return int(n.item())
 
 
@@ -498,7 +534,7 @@ def table_row(r: dict[str, Any]) -> str:
         name,
         r["activation_checkpointing"],
         "yes" if r["compile"] else "no",
-        r["optimizer"],
+        r["optimizer"] + (", host" if r.get("offload_optimizer") else ""),
         str(r["token_budget"]),
         f"{r['tokens_per_s_per_gpu']:,.0f}",
         mfu,
@@ -585,7 +621,7 @@ def main() -> int:
         dist.broadcast(flag, src=0)  # every rank stops at the same configuration
         bc, mode, plan = resolve(bc, shapes, env, max(data.lengths))
         row: dict[str, Any] = {"configuration": spec, **plan}
-        key = (str(mode), bc.compile, bc.foreach, bc.tokens, bc.reduce_bf16)
+        key = (str(mode), bc.compile, bc.foreach, bc.tokens, bc.reduce_bf16, bc.host)
         if flag.item():
             row["skipped"] = f"time limit {args.time_limit:.0f} s"
         elif key in done:

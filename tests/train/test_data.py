@@ -173,6 +173,20 @@ def test_micro_batches_respect_budget_and_keep_ranks_in_step() -> None:
     assert [[idx for idx, w in plan if w == 0.0] for plan in plans] == [[], [[0]]]
 
 
+def test_micro_batches_run_fullest_first_and_second_fullest_last() -> None:
+    """So that a step's first forward and last backward are full-sized, and the fillers that even
+    out the ranks come before the last."""
+    lengths = [90, 80, 70, 60, 50, 40, 30, 20, 15, 10, 5, 5]
+    batch = list(range(len(lengths)))
+    plans = [plan_micro_batches(batch, lengths, rank=r, world_size=2, token_budget=100) for r in range(2)]
+    assert len(plans[0]) == len(plans[1]) >= 3
+    for plan in plans:
+        sizes = [sum(lengths[i] for i in idx) if w else 0 for idx, w in plan]
+        real = [n for n in sizes if n]
+        assert sizes[0] == max(real) and sizes[-1] == sorted(real)[-2]
+        assert sizes[1:-1] == sorted(sizes[1:-1], reverse=True)  # then fullest first, fillers after
+
+
 def test_collate_interleaves_chosen_and_rejected() -> None:
     from rewardkit.train.data import TokenPairs
 

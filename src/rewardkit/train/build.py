@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,14 @@ from rewardkit.train.data import (
 from rewardkit.train.fingerprint import weights_digest
 from rewardkit.train.lora import LoraSettings, trainable_parameters
 from rewardkit.train.loss import LossName
-from rewardkit.train.memory import ACChoice, Shapes, choose_ac, device_budget_gib
+from rewardkit.train.memory import (
+    ACChoice,
+    Shapes,
+    choose_ac,
+    device_budget_gib,
+    host_available_gib,
+    host_moments_gib,
+)
 from rewardkit.train.modeling import ModelSource, load_reward_model, reward_config
 from rewardkit.train.step import make_optimizer
 
@@ -185,6 +193,7 @@ class Settings:
         lora: the LoRA adapters' settings, or None for full fine-tuning.
         micro_batch_tokens: the token budget of one packed forward: ``token_budget``, or less
             where ``auto`` found a smaller micro-batch with less recompute faster.
+        host_moments: AdamW's moments live on the host between steps (``offload_optimizer``).
     """
 
     bf16: bool
@@ -194,12 +203,14 @@ class Settings:
     ac_choice: ACChoice | None
     lora: LoraSettings | None
     micro_batch_tokens: int
+    host_moments: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "precision": "bf16-mixed" if self.bf16 else "fp32",
             "compile": self.compile,
             "optimizer": "fused" if self.fused_optimizer else "foreach",
+            "offload_optimizer": self.host_moments,
             "activation_checkpointing": str(self.ac),
             "memory_plan": self.ac_choice.to_dict() if self.ac_choice is not None else None,
         }
@@ -224,7 +235,9 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
     the budget (``memory_budget_gib``, default the GPU's memory less 4 GiB), at most the token
     budget and at least the longest pair, and takes the fastest estimated (mode, micro-batch)
     (`rewardkit.train.memory.choose_ac`). Without a budget (CPU) it is ``none``; fp32 on a GPU
-    (which the plan, counting bf16 activations, does not cover) takes ``full``.
+    (which the plan, counting bf16 activations, does not cover) takes ``full``. With
+    ``offload_optimizer`` unset, the same choice decides where AdamW's moments live between steps
+    (the host, if it has the memory for every local rank's share); otherwise they stay on the GPU.
     """
     cuda = env.device.type == "cuda"
     bf16 = cfg.precision == "bf16-mixed" or (cfg.precision == "auto" and cuda)
@@ -241,6 +254,9 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
     else:
         shapes = Shapes.of(model, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_target_modules)
         longest = max(data.train.lengths)
+        host = cfg.offload_optimizer
+        if host is None and not host_has_room(shapes, env.world_size):
+            host = False
         choice = choose_ac(
             shapes,
             world_size=env.world_size,
@@ -249,6 +265,7 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
             compiled=compiled,
             fused_optimizer=cuda,
             longest=longest,
+            host_moments=host,
         )
         ac = choice.mode
         if not choice.fits:
@@ -261,9 +278,10 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
             )
         else:
             log.info(
-                "activation checkpointing auto → %s with %d-token micro-batches (planned %.1f GiB of %.1f per GPU)",
+                "activation checkpointing auto → %s with %d-token micro-batches%s (planned %.1f GiB of %.1f per GPU)",
                 ac,
                 choice.tokens,
+                ", AdamW moments on the host" if choice.plan.host_moments else "",
                 choice.plan.total,
                 budget,
             )
@@ -275,7 +293,21 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
         ac_choice=choice,
         lora=lora,
         micro_batch_tokens=choice.tokens if choice is not None else cfg.token_budget,
+        host_moments=choice.plan.host_moments if choice is not None else bool(cfg.offload_optimizer),
     )
+
+
+def host_has_room(shapes: Shapes, world_size: int) -> bool:
+    """Whether the host can hold the AdamW moments of every rank on it, with half its available
+    memory left for everything else."""
+    available = host_available_gib()
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    need = host_moments_gib(shapes, world_size=world_size) * local_ranks
+    if available is None or need > available / 2:
+        log.info("offload_optimizer: not considered (%.1f GiB of host memory needed, %s available)",
+                 need, "unknown" if available is None else f"{available:.1f} GiB")  # fmt: skip
+        return False
+    return True
 
 
 def build_optimizer(

@@ -71,6 +71,10 @@ class TrainConfig:
         compile: ``torch.compile`` each decoder block (default: on GPU).
         memory_budget_gib: GiB per GPU that ``auto`` plans for (default: the GPU's memory less
             4 GiB).
+        offload_optimizer: keep AdamW's moments in host memory between steps, copied while the GPU
+            computes, so that larger micro-batches fit (`rewardkit.train.offload`); training is
+            unchanged. Default: where ``auto`` checkpointing finds it faster and the host has the
+            memory (8 bytes per trained weight, shared among the GPUs).
         device: ``auto``, ``cpu`` or ``cuda`` (each rank takes ``cuda:LOCAL_RANK``).
         lora_rank: train LoRA adapters of this rank (with the reward head) instead of every
             weight; 0 = full fine-tuning. Needs ``peft``.
@@ -120,6 +124,7 @@ class TrainConfig:
     activation_checkpointing: str | bool | None = "auto"
     compile: bool | None = None
     memory_budget_gib: float | None = None
+    offload_optimizer: bool | None = None
     device: str = "auto"
     lora_rank: int = 0
     lora_alpha: float | None = None

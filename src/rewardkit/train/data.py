@@ -333,12 +333,15 @@ def plan_micro_batches(
     """Splits this rank's shard of a global batch into token-budget micro-batches, packed best fit
     (`rewardkit.engine.batching.best_fit_batches`): every micro-batch costs FSDP the same
     communication (weights gathered twice, gradients reduce-scattered once), so fewer, fuller
-    micro-batches make a faster step. Every rank's plan is ordered fullest first, so the ranks'
-    i-th micro-batches, which run in lockstep, are of similar size.
+    micro-batches make a faster step. Every rank's plan is ordered fullest first, except that its
+    second fullest goes last, so the ranks' i-th micro-batches, which run in lockstep, are of
+    similar size, and a step's first forward and last backward are full-sized ones (with AdamW's
+    moments on the host, they hide the copies: `rewardkit.train.offload`).
 
     FSDP needs every rank to run the same number of forwards (each one all-gathers weights), so
     every rank plans all shards and pads its own list to the longest with fillers: a forward of
-    the batch's shortest pair whose loss is multiplied by 0. No communication is needed.
+    the batch's shortest pair whose loss is multiplied by 0, before the last micro-batch. No
+    communication is needed.
 
     Returns:
         ``(pair indices, weight)`` per micro-batch.
@@ -352,7 +355,10 @@ def plan_micro_batches(
         if r == rank:
             mine = plan
     filler = min(batch, key=lambda i: (lengths[i], i))
-    return [(mb, 1.0) for mb in mine] + [([filler], 0.0)] * (max(counts) - len(mine))
+    plan = [(mb, 1.0) for mb in mine] + [([filler], 0.0)] * (max(counts) - len(mine))
+    if len(mine) > 1:
+        plan.append(plan.pop(1))  # the second fullest last
+    return plan
 
 
 def collate(data: TokenPairs, indices: Sequence[int], weight: float, pad_token_id: int | None) -> MicroBatch:

@@ -3,6 +3,7 @@ trainer and ``bench/train_bench.py`` share."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from rewardkit.engine.batching import to_device
 from rewardkit.train.data import MicroBatch, TokenPairs, collate, plan_micro_batches
 from rewardkit.train.loss import LossName, pair_losses
 from rewardkit.train.metrics import FlopCounter
+from rewardkit.train.offload import HostMoments
 
 
 def make_optimizer(
@@ -71,6 +73,8 @@ class PairStep:
         pad_token_id: where the head reads (see `rewardkit.engine.batching.pool_index`).
         flops: FLOPs of a micro-batch, for MFU.
         grad_clip: global gradient-norm limit (0: none).
+        host_moments: keeps the optimizer's moments on the host between steps (built over
+            ``optimizer``), or None.
     """
 
     def __init__(
@@ -88,8 +92,10 @@ class PairStep:
         pad_token_id: int | None,
         flops: FlopCounter,
         grad_clip: float,
+        host_moments: HostMoments | None = None,
     ) -> None:
         self.root, self.optimizer, self.scheduler = root, optimizer, scheduler
+        self.host_moments = host_moments
         self.device, self.rank, self.world_size = device, rank, world_size
         self.loss_name, self.reward_centering = loss_name, reward_centering
         self.token_budget, self.pad_token_id = token_budget, pad_token_id
@@ -105,8 +111,17 @@ class PairStep:
         losses = pair_losses(self.loss_name, chosen, rejected, strength, center_coef=self.reward_centering)
         return losses.sum(), (chosen > rejected).sum().to(losses.dtype).detach()
 
+    def stream(self) -> contextlib.AbstractContextManager[None]:
+        """Where a step runs: its own CUDA stream with the moments on the host (see
+        `rewardkit.train.offload`), else the current one."""
+        return self.host_moments.stream() if self.host_moments is not None else contextlib.nullcontext()
+
     def train(self, data: TokenPairs, batch: Sequence[int]) -> StepStats:
         """One optimizer step on the global batch ``batch`` (pair indices into ``data``)."""
+        with self.stream():
+            return self._train(data, batch)
+
+    def _train(self, data: TokenPairs, batch: Sequence[int]) -> StepStats:
         t0 = time.perf_counter()
         plan = plan_micro_batches(
             batch, data.lengths, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget
@@ -117,8 +132,10 @@ class PairStep:
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # Σ loss, Σ correct
         pairs = tokens = 0
         flops = 0.0
-        for indices, weight in plan:
+        for k, (indices, weight) in enumerate(plan):
             mb = collate(data, indices, weight, self.pad_token_id)
+            if self.host_moments is not None:
+                self.host_moments.micro_batch(last=k == len(plan) - 1)
             loss_sum, correct = self.forward(mb)
             (loss_sum * (weight * scale)).backward()
             sums += torch.stack([loss_sum.detach(), correct]).double() * weight
@@ -131,19 +148,26 @@ class PairStep:
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         lr = self.scheduler.get_last_lr()[0]
+        if self.host_moments is not None:
+            self.host_moments.before_step()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss, correct, pairs, tokens, flops = all_reduce_sum(
             [*sums.tolist(), pairs, tokens, flops], self.device
         )
+        grad_norm = float(grad_norm)
+        if self.host_moments is not None:
+            # After the step's last read from the GPU: a copy engine serves copies in the order
+            # they were queued, so a read queued behind the moments would wait for all of them.
+            self.host_moments.after_step()
         return StepStats(
             loss=loss / pairs,
             accuracy=correct / pairs,
             pairs=int(pairs),
             tokens=int(tokens),
             flops=flops,
-            grad_norm=float(grad_norm),
+            grad_norm=grad_norm,
             lr=lr,
             seconds=time.perf_counter() - t0,
         )
@@ -151,6 +175,10 @@ class PairStep:
     @torch.no_grad()
     def evaluate(self, data: TokenPairs) -> tuple[float, float, int]:
         """(mean loss, accuracy, pairs) over all of ``data``, shared among the ranks."""
+        with self.stream():
+            return self._evaluate(data)
+
+    def _evaluate(self, data: TokenPairs) -> tuple[float, float, int]:
         plan = plan_micro_batches(
             list(range(len(data))),
             data.lengths,

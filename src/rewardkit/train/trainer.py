@@ -36,7 +36,8 @@ from rewardkit.train.fingerprint import differences, run_fingerprint
 from rewardkit.train.lora import flop_params
 from rewardkit.train.metrics import FlopCounter, MetricsWriter, peak_tflops, tensorboard_enabled
 from rewardkit.train.modeling import matmul_params
-from rewardkit.train.parallelize import parallelize
+from rewardkit.train.offload import HostMoments
+from rewardkit.train.parallelize import decoder_blocks, parallelize
 from rewardkit.train.step import PairStep
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Trainer:
             activation_checkpointing=str(settings.ac),
             compile=settings.compile,
             token_budget=settings.micro_batch_tokens,
+            offload_optimizer=settings.host_moments,
         )
         self.fingerprint = run_fingerprint(
             cfg, train=data.train, val=data.val, weights=weights, loss=data.loss
@@ -114,6 +116,11 @@ class Trainer:
         n = matmul_params(model)
         flops = FlopCounter(model.config, flop_params(model, n) if settings.lora is not None else n)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.root, settings)  # 7
+        self.host_moments = (
+            HostMoments(self.optimizer, decoder_blocks(model), device=env.device)
+            if settings.host_moments
+            else None
+        )
         self.data, self.settings = data, settings
         self.pad_token_id = model.config.pad_token_id
         self.stepper = PairStep(
@@ -129,6 +136,7 @@ class Trainer:
             pad_token_id=self.pad_token_id,
             flops=flops,
             grad_clip=cfg.grad_clip,
+            host_moments=self.host_moments,
         )
         if resume is not None:  # 8. restore
             state = ckpt.load_checkpoint(
@@ -136,13 +144,15 @@ class Trainer:
             )
             self.step = int(state["step"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if self.host_moments is not None:
+                self.host_moments.after_step()  # the loaded moments go to the host
             log.info("resumed from %s at step %d", resume, self.step)
         self.created_output = not existed
         self._open_output(tensorboard, resumed=resume is not None)  # 9
         self.peak = peak_tflops(env.device, cfg.peak_tflops) if (settings.bf16 or cfg.peak_tflops) else None
         log.info(
             "training %s: %d pairs (%d ties, %d over-long dropped), %d steps of %d pairs, loss %s, "
-            "%d rank(s) on %s, %s, activation checkpointing %s%s",
+            "%d rank(s) on %s, %s, activation checkpointing %s%s%s",
             cfg.model,
             len(data.train),
             data.ties,
@@ -155,6 +165,7 @@ class Trainer:
             "bf16 mixed precision" if settings.bf16 else "fp32",
             settings.ac,
             ", compiled" if settings.compile else "",
+            ", AdamW moments on the host" if settings.host_moments else "",
         )
 
     # Names the loop, the tests and `bench/` read.
@@ -295,6 +306,8 @@ class Trainer:
             "fingerprint": self.fingerprint,
         }
         assert self.env is not None
+        if self.host_moments is not None:
+            self.host_moments.on_device()
         return ckpt.save_checkpoint(
             self.output,
             self.step,
@@ -324,6 +337,8 @@ class Trainer:
         if self.env is not None:
             # Sharded parameters and optimizer state go before the process group (see
             # `rewardkit.distributed.leave`).
+            if (host := self.__dict__.pop("host_moments", None)) is not None:
+                host.close()
             for name in ("stepper", "scheduler", "optimizer", "root", "model"):
                 self.__dict__.pop(name, None)
             leave(self.env)
