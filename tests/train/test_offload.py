@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from rewardkit.errors import ConfigError
+from rewardkit.train import train
 from rewardkit.train.config import TrainConfig
 from rewardkit.train.offload import MOMENTS, HostMoments, local
 from rewardkit.train.parallelize import decoder_blocks
@@ -93,3 +96,19 @@ def test_resume_with_the_moments_on_the_host(base_config: dict, cut_and_resumed)
     """A checkpoint written with the moments on the host resumes to the same loss curve (the
     checkpoint brings them back to the device to save them; a resumed run moves them out again)."""
     cut_and_resumed({**base_config, "max_pairs": 48, "offload_optimizer": True})
+
+
+def test_offloading_without_the_host_memory_is_a_config_error(
+    base_config: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked for on a machine that cannot hold the moments: a clear error naming the option, before
+    anything is written."""
+    from rewardkit.train import build
+
+    monkeypatch.setattr(build, "host_available_gib", lambda: 1e-6)
+    out = tmp_path / "r"
+    with pytest.raises(
+        ConfigError, match=r"offload_optimizer \(--set offload_optimizer=\.\.\.\): .* GiB of host memory"
+    ):
+        train({**base_config, "output": str(out), "max_steps": 1, "offload_optimizer": True})
+    assert not out.exists()

@@ -244,6 +244,18 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
     compiled = cuda if cfg.compile is None else cfg.compile
     lora = lora_settings(cfg)
     choice = None
+
+    def shapes() -> Shapes:
+        return Shapes.of(model, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_target_modules)
+
+    if cfg.offload_optimizer:
+        need, available = host_memory_gib(shapes(), env.world_size)
+        if available is not None and need > available:
+            raise ConfigError(
+                f"offload_optimizer (--set offload_optimizer=...): the AdamW moments of this machine's "
+                f"ranks need {need:.1f} GiB of host memory and {available:.1f} GiB is available; set it "
+                "to false, or use more machines"
+            )
     if cfg.activation_checkpointing != "auto":
         ac = parse_ac(cfg.activation_checkpointing)
     elif (budget := cfg.memory_budget_gib or device_budget_gib(env.device)) is None:
@@ -252,13 +264,13 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
         ac = ACMode("full")  # the plan counts bf16 activations; fp32 ones take twice the memory
         log.info("activation checkpointing auto → full (the memory plan is for bf16 mixed precision)")
     else:
-        shapes = Shapes.of(model, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_target_modules)
         longest = max(data.train.lengths)
+        shape = shapes()
         host = cfg.offload_optimizer
-        if host is None and not host_has_room(shapes, env.world_size):
+        if host is None and not host_has_room(shape, env.world_size):
             host = False
         choice = choose_ac(
-            shapes,
+            shape,
             world_size=env.world_size,
             tokens=cfg.token_budget,
             budget_gib=budget,
@@ -297,12 +309,17 @@ def resolve_settings(cfg: TrainConfig, env: ProcessGroup, model: torch.nn.Module
     )
 
 
+def host_memory_gib(shapes: Shapes, world_size: int) -> tuple[float, float | None]:
+    """GiB the AdamW moments of every rank on this machine need in its memory, and GiB it has
+    available (None where that is not known)."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return host_moments_gib(shapes, world_size=world_size) * local_ranks, host_available_gib()
+
+
 def host_has_room(shapes: Shapes, world_size: int) -> bool:
     """Whether the host can hold the AdamW moments of every rank on it, with half its available
     memory left for everything else."""
-    available = host_available_gib()
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    need = host_moments_gib(shapes, world_size=world_size) * local_ranks
+    need, available = host_memory_gib(shapes, world_size)
     if available is None or need > available / 2:
         log.info("offload_optimizer: not considered (%.1f GiB of host memory needed, %s available)",
                  need, "unknown" if available is None else f"{available:.1f} GiB")  # fmt: skip
