@@ -84,9 +84,6 @@ class HostMoments:
             load the moments. Parameters outside them (embedding, final norm, head) form one more
             chunk, freed last and loaded with the first block.
         device: this rank's device.
-        grad_bytes: bytes of this rank's gradients, which ``zero_grad`` frees at each step: what
-            the first forward may hold of the moments beyond its own peak (default: the moments'
-            parameter bytes, i.e. fp32 gradients).
 
     Run each step inside `stream`; call `micro_batch` before each micro-batch's forward,
     `before_step` before ``optimizer.step()`` and `after_step` once the step's results have been
@@ -100,7 +97,6 @@ class HostMoments:
         blocks: Sequence[nn.Module],
         *,
         device: torch.device,
-        grad_bytes: int | None = None,
     ) -> None:
         self.optimizer, self.device = optimizer, device
         self.cuda = device.type == "cuda"
@@ -116,7 +112,9 @@ class HostMoments:
             by_chunk[owner.get(id(p), len(blocks))].append(p)
         self.chunks = [Chunk(ps) for ps in by_chunk]
         self.blocks = len(blocks)
-        self._grad_bytes = grad_bytes
+        # Bytes of this rank's gradients, which ``zero_grad`` frees at each step: what the first
+        # forward may hold of the moments beyond its own peak (set with the host memory).
+        self._grad_bytes = 0
         self._last = False  # the current micro-batch is the step's last
         self._freeing = False  # after a step, until every chunk is on the host
         self._buffer: torch.Tensor | None = None
@@ -235,8 +233,7 @@ class HostMoments:
                 offset += -(-n // align) * align
             chunk.nbytes = sum(chunk_sizes)
         self._buffer = buffer
-        if self._grad_bytes is None:
-            self._grad_bytes = sum(local(p).nbytes for c in self.chunks for p in c.params if p.requires_grad)
+        self._grad_bytes = sum(local(p).nbytes for c in self.chunks for p in c.params if p.requires_grad)
         log.info("offload_optimizer: %.2f GiB of AdamW moments per GPU kept on the host", total / 2**30)
         return True
 
@@ -322,7 +319,7 @@ class HostMoments:
         def pre_forward(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if self._freeing:
                 # By the end of this forward, the moments beyond the freed gradients' bytes go.
-                extra = max(0, self.total_bytes - (self._grad_bytes or 0))
+                extra = max(0, self.total_bytes - self._grad_bytes)
                 self._free_until(self.total_bytes - extra * (k + 1) / self.blocks)
             # The previous block's output. FSDP hooked it first (its pre-backward gathers the
             # previous block's weights), so this hook runs after FSDP has queued that block's
@@ -345,5 +342,5 @@ class HostMoments:
             if k == 0:
                 self._load(self.chunks[-1])
         elif self._freeing:  # hold no more than the gradients not yet made
-            left = (self._grad_bytes or 0) * k / self.blocks
+            left = self._grad_bytes * k / self.blocks
             self._free_until(min(self.device_bytes, left))
