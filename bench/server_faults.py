@@ -79,11 +79,11 @@ def exchange(port: int, head_bytes: bytes, body: Iterable[bytes] = (), *, timeou
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
         sock.setblocking(False)
         pieces = iter([head_bytes, *body])
-        pending = b""
+        pending, writing = b"", True
         while time.monotonic() < deadline:
-            if not pending:
+            if writing and not pending:
                 pending = next(pieces, b"")
-            wants_write = [sock] if pending else []
+            wants_write = [sock] if writing and pending else []
             readable, writable, _ = select.select(
                 [sock], wants_write, [], max(0.0, deadline - time.monotonic())
             )
@@ -101,7 +101,10 @@ def exchange(port: int, head_bytes: bytes, body: Iterable[bytes] = (), *, timeou
                 try:
                     n = sock.send(pending[: 1 << 16])
                 except (BrokenPipeError, ConnectionResetError):
-                    break
+                    # The server stopped reading (an early answer, then its close): what it
+                    # answered may already be here, so read on instead of giving up.
+                    writing = False
+                    continue
                 sent += n
                 pending = pending[n:]
     status, payload, _ = _parse(received)
