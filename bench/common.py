@@ -3,6 +3,7 @@ the real checkpoints; speed does not depend on weight values) and a synthetic wo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -54,3 +55,31 @@ def lognormal_workload(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
     lens = torch.exp(torch.randn(n, generator=g) * 0.8 + torch.log(torch.tensor(512.0)))
     lens = lens.clamp(16, 4096).long().tolist()
     return [torch.randint(0, min(vocab, 151000), (k,), generator=g).tolist() for k in lens]
+
+
+def lognormal_lengths(n: int, *, median: int, sigma: float, max_len: int, generator: Any) -> list[int]:
+    """``n`` lengths, lognormal around ``median`` with spread ``sigma``, clipped to [16, max_len]."""
+    import math
+
+    import torch
+
+    lens = torch.exp(math.log(median) + sigma * torch.randn(n, generator=generator))
+    return lens.clamp(16, max_len).long().tolist()
+
+
+def save_checkpoint(size: str, tokenizer: Path, out: Path, device: str) -> None:
+    """A random-weight reward model of ``size`` (bf16 safetensors) with ``tokenizer``'s files."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    cfg = config(size, num_labels=1, pad_token_id=tok.pad_token_id, max_position_embeddings=32768)
+    cfg.vocab_size = max(cfg.vocab_size, len(tok))  # the smoke-test shape's vocabulary is too small
+    with torch.device(device):
+        model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.bfloat16)
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    del model
+    torch.cuda.empty_cache()

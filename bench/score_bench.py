@@ -57,23 +57,6 @@ def write_rmbench(data: Path, path: Path, limit: int | None = None) -> list[Conv
     return convs
 
 
-def save_checkpoint(size: str, tokenizer: Path, out: Path, device: str) -> None:
-    """A random-weight reward model of ``size`` (bf16 safetensors) with ``tokenizer``'s files."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer)
-    cfg = common.config(size, num_labels=1, pad_token_id=tok.pad_token_id, max_position_embeddings=32768)
-    cfg.vocab_size = max(cfg.vocab_size, len(tok))  # the smoke-test shape's vocabulary is too small
-    with torch.device(device):
-        model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.bfloat16)
-    for p in model.parameters():
-        p.data.normal_(0, 0.02)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    del model
-    torch.cuda.empty_cache()
-
-
 _TIME = re.compile(r"(start up|load|scan|compile|score|first row|total) ([\d.]+) s")
 
 
@@ -151,7 +134,7 @@ def main() -> None:
     t0 = time.perf_counter()
     convs = write_rmbench(Path(a.data), work / "data.jsonl", a.limit)
     ckpt = work / "ckpt"
-    save_checkpoint(a.size, Path(a.tokenizer), ckpt, device)
+    common.save_checkpoint(a.size, Path(a.tokenizer), ckpt, device)
     print(
         f"{len(convs)} conversations; checkpoint {a.size} written in {time.perf_counter() - t0:.0f} s",
         flush=True,

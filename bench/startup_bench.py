@@ -1,7 +1,7 @@
 """What the start-up of ``rewardkit score`` is made of on a GPU machine, step by step.
 
 Each step runs in a fresh interpreter (so that every import is paid again), on a random-weight
-checkpoint of real shapes written as `score_bench.py` writes it:
+checkpoint of real shapes (`common.save_checkpoint`):
 
 1. the interpreter alone, ``import torch``, the first CUDA tensor, torch with transformers' Qwen2
    modeling code, ``rewardkit.api`` and ``rewardkit.scoring.files`` (what ``rewardkit score``
@@ -28,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
+import common  # noqa: E402
 import score_bench  # noqa: E402
 
 STAGED = """
@@ -96,7 +97,7 @@ def main() -> None:
     ckpt = work / "ckpt"
     if not ckpt.exists():
         score_bench.write_rmbench(Path(a.data), work / "data.jsonl")
-        score_bench.save_checkpoint(a.size, Path(a.tokenizer), ckpt, "cuda")
+        common.save_checkpoint(a.size, Path(a.tokenizer), ckpt, "cuda")
     cache = {"TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
     weights = sorted(ckpt.glob("*.safetensors"))
     runs = [

@@ -53,7 +53,6 @@ import gc
 import gzip
 import itertools
 import json
-import math
 import os
 import re
 import resource
@@ -167,17 +166,13 @@ def materialize(root: torch.nn.Module, model: torch.nn.Module, device: torch.dev
 def workload(n_pairs: int, *, median: int, sigma: float, max_len: int, vocab: int, seed: int) -> TokenPairs:
     """Pairs of random-token conversations, lengths lognormal (a shared prompt is not modelled)."""
     g = torch.Generator().manual_seed(seed)
-    lens = (
-        torch.exp(math.log(median) + sigma * torch.randn(2 * n_pairs, generator=g)).clamp(16, max_len).long()
-    )
-    seqs = [torch.randint(1, vocab, (int(n),), generator=g).tolist() for n in lens]
+    lens = common.lognormal_lengths(2 * n_pairs, median=median, sigma=sigma, max_len=max_len, generator=g)
+    seqs = [torch.randint(1, vocab, (n,), generator=g).tolist() for n in lens]
     return TokenPairs(chosen=seqs[0::2], rejected=seqs[1::2], strength=[1.0] * n_pairs)
 
 
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak device memory of this process (CUDA allocator), or peak RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / GIB
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process (for CPU runs)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
@@ -397,8 +392,6 @@ def run_config(
     repeated = 0
     total = args.warmup + args.steps
     for i in range(total):
-        if i == args.warmup and cuda:
-            torch.cuda.reset_peak_memory_stats(env.device)
         batch = list(range(i * args.global_batch_size, (i + 1) * args.global_batch_size))
         for _ in range(1 + RETRIES * (i >= args.warmup)):
             before = compiles(env)
@@ -425,8 +418,8 @@ def run_config(
             else None
         )
         profiled = profiled_step(step, data, batch, env.device, trace)
-    mem = torch.tensor([peak_memory_gib(env.device)], dtype=torch.float64, device=env.device)
-    dist.all_reduce(mem, op=dist.ReduceOp.MAX)
+    # Each step measures its own peak (all ranks); on CPU, the process's peak RSS.
+    mem = max(s.peak_memory_gib for s in stats) if cuda else peak_rss_gib()
     seconds = sum(s.seconds for s in stats)
     tokens = sum(s.tokens for s in stats)
     flops_total = sum(s.flops for s in stats)
@@ -462,7 +455,7 @@ def run_config(
         "tokens_per_s_per_gpu": tokens / seconds / env.world_size,
         "tflops_per_gpu": flops_total / seconds / env.world_size / 1e12,
         "mfu": flops_total / seconds / env.world_size / (peak * 1e12) if peak else None,
-        "peak_memory_gib": mem.item(),
+        "peak_memory_gib": mem,
         "allocated_before_gib": leftover,
         "allocated_after_setup_gib": before,
         "setup_seconds": setup_seconds,

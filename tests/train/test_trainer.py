@@ -69,6 +69,7 @@ def test_learns_the_task_held_out(trained: Trained) -> None:
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert all(r["pairs"] == 16 and r["tokens"] > 0 and r["tokens_per_s_per_gpu"] > 0 for r in train_rows)
     assert "mfu" not in train_rows[0]  # no known peak FLOP/s on a CPU
+    assert "peak_memory_gib" not in train_rows[0]  # GPU memory only
 
 
 def test_export_is_a_reward_model_with_the_same_rewards(trained: Trained) -> None:
@@ -135,4 +136,6 @@ def test_learns_on_gpu_in_bf16(base_config: dict, task: dict[str, Path]) -> None
     assert rows[-1]["val_accuracy"] >= 0.95
     if peak_tflops(torch.device("cuda")) is not None:  # a card in the peak table
         assert 0 < rows[0]["mfu"] < 1
+    peak_bytes = rows[0]["peak_memory_gib"] * 2**30  # the most any rank had allocated in the step
+    assert 0 < peak_bytes <= torch.cuda.get_device_properties(0).total_memory
     assert load_file(str(export / "model.safetensors"))["score.weight"].dtype == torch.bfloat16

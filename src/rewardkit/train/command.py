@@ -128,6 +128,8 @@ class _Progress:
         )
         if "mfu" in row:
             post += f" MFU {row['mfu']:.1%}"
+        if "peak_memory_gib" in row:
+            post += f" {row['peak_memory_gib']:.1f} GiB"
         self.bar.set_postfix_str(post, refresh=False)
         self.bar.refresh()
 

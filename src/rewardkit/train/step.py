@@ -16,6 +16,7 @@ from rewardkit.distributed import all_reduce_sum
 from rewardkit.engine.batching import to_device
 from rewardkit.train.data import MicroBatch, TokenPairs, collate, plan_micro_batches
 from rewardkit.train.loss import LossName, pair_losses
+from rewardkit.train.memory import GIB
 from rewardkit.train.metrics import FlopCounter
 from rewardkit.train.offload import HostMoments
 
@@ -56,6 +57,7 @@ class StepStats:
     grad_norm: float
     lr: float
     seconds: float
+    peak_memory_gib: float | None = None  # the most GPU memory any rank had allocated (None on CPU)
 
 
 class PairStep:
@@ -123,6 +125,9 @@ class PairStep:
 
     def _train(self, data: TokenPairs, batch: Sequence[int]) -> StepStats:
         t0 = time.perf_counter()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         plan = plan_micro_batches(
             batch, data.lengths, rank=self.rank, world_size=self.world_size, token_budget=self.token_budget
         )
@@ -153,8 +158,12 @@ class PairStep:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, correct, pairs, tokens, flops = all_reduce_sum(
-            [*sums.tolist(), pairs, tokens, flops], self.device
+        # Each rank's peak in its own slot: the same collective gives the largest.
+        peaks = [0.0] * self.world_size
+        if cuda:
+            peaks[self.rank] = torch.cuda.max_memory_allocated(self.device) / GIB
+        loss, correct, pairs, tokens, flops, *peaks = all_reduce_sum(
+            [*sums.tolist(), pairs, tokens, flops, *peaks], self.device
         )
         grad_norm = float(grad_norm)
         if self.host_moments is not None:
@@ -170,6 +179,7 @@ class PairStep:
             grad_norm=grad_norm,
             lr=lr,
             seconds=time.perf_counter() - t0,
+            peak_memory_gib=max(peaks) if cuda else None,
         )
 
     @torch.no_grad()

@@ -278,6 +278,8 @@ class Trainer:
         }
         if self.peak is not None:
             row["mfu"] = s.flops / s.seconds / env.world_size / (self.peak * 1e12)
+        if s.peak_memory_gib is not None:
+            row["peak_memory_gib"] = s.peak_memory_gib
         return row
 
     def evaluate(self) -> dict[str, float]:
