@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def write_pairs(path: Path, lengths: list[int], text: list[int], tokenizer: Any,
 def step_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
-    return [r for r in map(json.loads, lines[:-1] if lines and not lines[-1] else lines) if "tokens" in r]
+    text = path.read_text()
+    lines = text.splitlines()[: None if text.endswith("\n") else -1]  # a row being written is left out
+    return [r for r in map(json.loads, lines) if "tokens" in r]
 
 
 def run_train(args: list[str], *, gpus: int, steps: int, run_dir: Path, log: Path, timeout: float) -> dict:
@@ -194,10 +196,7 @@ def main() -> None:
         "--max-steps", str(steps), "--global-batch-size", str(a.global_batch_size), "--no-progress",
         *(x for kv in a.sets for x in ("--set", kv)),
     ]  # fmt: skip
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
     got = run_train(
         args, gpus=a.gpus, steps=steps, run_dir=run_dir, log=work / "train.log", timeout=a.timeout
     )
@@ -224,7 +223,7 @@ def main() -> None:
     s = result["settings"]
     print(
         f"rewardkit train, {a.size} on {a.gpus}: {s['activation_checkpointing']} at {result['token_budget']:,} "
-        f"tokens, moments on the {'host' if s.get('offload_optimizer') else 'GPU'}, compile {s['compile']}: "
+        f"tokens, AdamW moments on the {'host' if s.get('offload_optimizer') else 'device'}, compile {s['compile']}: "
         f"{result['seconds_per_step']:.2f} s/step, {result['tokens_per_s_per_gpu']:,.0f} tok/s/GPU"
         + (f", MFU {result['mfu']:.1%}" if "mfu" in result else "")
         + (f", peak {result['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in result else "")
