@@ -52,8 +52,7 @@ def lognormal_workload(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    lens = torch.exp(torch.randn(n, generator=g) * 0.8 + torch.log(torch.tensor(512.0)))
-    lens = lens.clamp(16, 4096).long().tolist()
+    lens = lognormal_lengths(n, median=512, sigma=0.8, max_len=4096, generator=g)
     return [torch.randint(0, min(vocab, 151000), (k,), generator=g).tolist() for k in lens]
 
 
